@@ -1,0 +1,136 @@
+"""System checks for the mistakes that would silently switch the policy off."""
+
+from __future__ import annotations
+
+from django.conf import settings as django_settings
+from django.core.checks import Error, Tags, Warning, register
+from django.urls import NoReverseMatch, resolve, reverse
+
+from . import OFFLINE_ACCESS_SCOPE
+from .conf import DEFAULTS, DURATION_KEYS, NULLABLE_KEYS, as_timedelta
+
+VALIDATOR_PATH = "offline_access.validators.OfflineAccessValidator"
+
+
+@register(Tags.security)
+def check_validator(app_configs, **kwargs):
+    from oauth2_provider.settings import oauth2_settings
+
+    from .validators import OfflineAccessValidator
+
+    validator = oauth2_settings.OAUTH2_VALIDATOR_CLASS
+    if isinstance(validator, type) and issubclass(validator, OfflineAccessValidator):
+        return []
+    return [
+        Error(
+            "DOT's validator is not the offline-access validator, so refresh tokens are issued "
+            "without consent.",
+            hint=f'Set OAUTH2_PROVIDER["OAUTH2_VALIDATOR_CLASS"] = "{VALIDATOR_PATH}" (or a subclass).',
+            id="offline_access.E001",
+        )
+    ]
+
+
+@register(Tags.compatibility)
+def check_scope(app_configs, **kwargs):
+    from oauth2_provider.scopes import get_scopes_backend
+
+    if OFFLINE_ACCESS_SCOPE in get_scopes_backend().get_all_scopes():
+        return []
+    return [
+        Error(
+            "The offline_access scope is not among DOT's scopes: clients cannot request it and "
+            "discovery does not list it.",
+            hint='Add "offline_access" with a description to OAUTH2_PROVIDER["SCOPES"].',
+            id="offline_access.E002",
+        )
+    ]
+
+
+@register(Tags.compatibility)
+def check_settings(app_configs, **kwargs):
+    value = getattr(django_settings, "OFFLINE_ACCESS", {})
+    if not isinstance(value, dict):
+        return [
+            Error(
+                f"OFFLINE_ACCESS must be a dict, not {type(value).__name__}.",
+                hint="Set OFFLINE_ACCESS = {...} with the keys from the README's configuration reference.",
+                id="offline_access.E003",
+            )
+        ]
+    errors = []
+    for key in sorted(set(value) - set(DEFAULTS)):
+        errors.append(
+            Error(
+                f"OFFLINE_ACCESS has an unknown key {key!r}.",
+                hint=f"Known keys: {', '.join(sorted(DEFAULTS))}.",
+                id="offline_access.E003",
+            )
+        )
+    for key in sorted(set(value) & DURATION_KEYS):
+        problem = None
+        if value[key] is None and key not in NULLABLE_KEYS:
+            problem = "cannot be None"
+        else:
+            try:
+                duration = as_timedelta(value[key])
+            except TypeError as exc:
+                problem = str(exc)
+            else:
+                if duration is not None and duration.total_seconds() <= 0:
+                    problem = "must be positive"
+        if problem:
+            errors.append(
+                Error(
+                    f"OFFLINE_ACCESS[{key!r}] {problem}.",
+                    hint="Use a datetime.timedelta or a number of seconds"
+                    + (", or None to disable it." if key in NULLABLE_KEYS else "."),
+                    id="offline_access.E003",
+                )
+            )
+    if "CONSENT_TEMPLATE" in value and not isinstance(value["CONSENT_TEMPLATE"], str):
+        errors.append(
+            Error(
+                "OFFLINE_ACCESS['CONSENT_TEMPLATE'] must be a template name (a string).",
+                id="offline_access.E003",
+            )
+        )
+    return errors
+
+
+@register(Tags.urls)
+def check_authorization_view(app_configs, **kwargs):
+    from .views import OfflineAccessAuthorizationView
+
+    try:
+        match = resolve(reverse("oauth2_provider:authorize"))
+    except NoReverseMatch:
+        return []  # the site serves no authorization endpoint at all
+    view_class = getattr(match.func, "view_class", None)
+    if view_class is not None and issubclass(view_class, OfflineAccessAuthorizationView):
+        return []
+    return [
+        Error(
+            "oauth2_provider:authorize is not served by the offline-access authorization view: "
+            "prompt=consent and the consent screen are not enforced.",
+            hint='Include "offline_access.urls" instead of "oauth2_provider.urls", '
+            'e.g. path("o/", include("offline_access.urls")).',
+            id="offline_access.E004",
+        )
+    ]
+
+
+@register(Tags.security)
+def check_logout_keeps_offline_tokens(app_configs, **kwargs):
+    from oauth2_provider.settings import oauth2_settings
+
+    if oauth2_settings.OIDC_RP_INITIATED_LOGOUT_ENABLED and oauth2_settings.OIDC_RP_INITIATED_LOGOUT_DELETE_TOKENS:
+        return [
+            Warning(
+                "RP-initiated logout deletes all of the user's tokens, so offline access ends "
+                "whenever the user signs out.",
+                hint='Set OAUTH2_PROVIDER["OIDC_RP_INITIATED_LOGOUT_DELETE_TOKENS"] = False.',
+                id="offline_access.W001",
+            )
+        ]
+    return []

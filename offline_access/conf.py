@@ -1,0 +1,59 @@
+"""The app's settings: one ``OFFLINE_ACCESS`` dict, read on every access.
+
+Reading ``django.conf.settings`` each time (rather than caching) keeps
+``override_settings`` working in tests and avoids stale values after reloads.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings as django_settings
+
+DEFAULTS: dict[str, Any] = {
+    # A refresh token family (one device or installation) that is not used for
+    # this long stops working. None disables the idle timeout.
+    "REFRESH_TOKEN_IDLE_TIMEOUT": timedelta(days=30),
+    # A refresh token family stops working this long after it was first issued,
+    # however often it is used. None disables the absolute lifetime.
+    "REFRESH_TOKEN_ABSOLUTE_LIFETIME": timedelta(days=365),
+    # How long a rendered consent screen stays valid for its Allow/Deny POST.
+    "CONSENT_FORM_MAX_AGE": timedelta(minutes=10),
+    # The template of the consent screen.
+    "CONSENT_TEMPLATE": "offline_access/consent.html",
+}
+
+DURATION_KEYS = frozenset(
+    {"REFRESH_TOKEN_IDLE_TIMEOUT", "REFRESH_TOKEN_ABSOLUTE_LIFETIME", "CONSENT_FORM_MAX_AGE"}
+)
+NULLABLE_KEYS = frozenset({"REFRESH_TOKEN_IDLE_TIMEOUT", "REFRESH_TOKEN_ABSOLUTE_LIFETIME"})
+
+
+def as_timedelta(value: Any) -> timedelta | None:
+    """Accept a timedelta, a number of seconds, or None."""
+    if value is None or isinstance(value, timedelta):
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"expected a timedelta or a number of seconds, got {type(value).__name__}")
+    return timedelta(seconds=value)
+
+
+class Settings:
+    """Attribute access to ``settings.OFFLINE_ACCESS`` with the defaults above."""
+
+    @property
+    def user_settings(self) -> dict[str, Any]:
+        value = getattr(django_settings, "OFFLINE_ACCESS", {})
+        return value if isinstance(value, dict) else {}
+
+    def __getattr__(self, name: str) -> Any:
+        if name not in DEFAULTS:
+            raise AttributeError(f"OFFLINE_ACCESS has no setting {name!r}")
+        value = self.user_settings.get(name, DEFAULTS[name])
+        if name in DURATION_KEYS:
+            return as_timedelta(value)
+        return value
+
+
+settings = Settings()

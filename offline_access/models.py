@@ -1,0 +1,262 @@
+"""Consent records, their history, and the refresh-token families issued under them.
+
+DOT already stores applications and tokens; this module adds only what it lacks:
+who agreed to offline access, for which client, until when (SPEC C1-C4), and which
+refresh-token family (a device or installation) each consent stands behind.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+from oauth2_provider.settings import oauth2_settings
+
+
+class ConsentQuerySet(models.QuerySet):
+    def active(self, now=None):
+        """Consents that are in force now: not revoked, not expired, not ended."""
+        now = now or timezone.now()
+        return self.filter(status=Consent.Status.ACTIVE).filter(
+            Q(expires_at__isnull=True) | Q(expires_at__gt=now)
+        )
+
+    def for_client(self, user, application):
+        return self.filter(user=user, application=application)
+
+
+class Consent(models.Model):
+    """A user's agreement that a client may keep access while the user is away.
+
+    One row per agreement. Interactive consents come from the consent screen
+    (SPEC C2): at most one active row per user and client, renewed on each
+    approval. Enduring consents are recorded by an administrator (SPEC C3) and let
+    ``offline_access`` through without ``prompt=consent``. Rows are never deleted
+    by the app: revocation and expiry change ``status`` and keep the history.
+    """
+
+    class Kind(models.TextChoices):
+        INTERACTIVE = "interactive", _("Interactive (consent screen)")
+        ENDURING = "enduring", _("Enduring (recorded by an administrator)")
+
+    class Status(models.TextChoices):
+        ACTIVE = "active", _("Active")
+        REVOKED = "revoked", _("Revoked")
+        EXPIRED = "expired", _("Expired")
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="offline_access_consents",
+        verbose_name=_("user"),
+        help_text=_("The user whose account the client may access while they are away."),
+    )
+    application = models.ForeignKey(
+        oauth2_settings.APPLICATION_MODEL,
+        on_delete=models.CASCADE,
+        related_name="offline_access_consents",
+        verbose_name=_("client"),
+        help_text=_("The OAuth client (DOT application) the consent was given to."),
+    )
+    kind = models.CharField(
+        _("kind"),
+        max_length=16,
+        choices=Kind.choices,
+        help_text=_("Interactive: the user approved a consent screen. Enduring: an administrator recorded it."),
+    )
+    scope = models.TextField(
+        _("scopes"),
+        help_text=_("Space-separated scopes covered by this consent, as approved."),
+    )
+    status = models.CharField(
+        _("status"),
+        max_length=16,
+        choices=Status.choices,
+        default=Status.ACTIVE,
+        help_text=_("Active consents are in force unless past their expiry."),
+    )
+    created_at = models.DateTimeField(
+        _("first given at"), default=timezone.now, help_text=_("When the consent was first given.")
+    )
+    granted_at = models.DateTimeField(
+        _("given at"),
+        default=timezone.now,
+        help_text=_("When the consent was last given or renewed."),
+    )
+    granted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        verbose_name=_("given by"),
+        help_text=_("Who gave it: the user on the consent screen, or the administrator. Empty for commands."),
+    )
+    reason = models.TextField(
+        _("reason"),
+        blank=True,
+        help_text=_("Why an enduring consent was recorded (the agreement it stands for)."),
+    )
+    expires_at = models.DateTimeField(
+        _("expires at"),
+        null=True,
+        blank=True,
+        help_text=_("After this moment the consent no longer covers offline access. Empty: no expiry."),
+    )
+    ended_at = models.DateTimeField(
+        _("ended at"),
+        null=True,
+        blank=True,
+        help_text=_("When the consent was revoked or its expiry was processed."),
+    )
+    ended_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        verbose_name=_("ended by"),
+        help_text=_("Who revoked it. Empty for expiry and for commands."),
+    )
+    end_reason = models.TextField(
+        _("end reason"), blank=True, help_text=_("Why the consent was revoked or ended.")
+    )
+
+    objects = ConsentQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = _("consent")
+        verbose_name_plural = _("consents")
+        ordering = ["-granted_at", "-pk"]
+        constraints = [
+            # SPEC C2/C3: one record in force per user, client and kind; a new
+            # approval renews it instead of piling up rows.
+            models.UniqueConstraint(
+                fields=["user", "application", "kind"],
+                condition=Q(status="active"),
+                name="offline_access_one_active_consent_per_kind",
+            ),
+        ]
+        indexes = [models.Index(fields=["application", "status"])]
+        permissions = [
+            ("revoke_consent", "Can revoke consents and their offline tokens"),
+            ("grant_enduring_consent", "Can grant enduring consents"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} consent #{self.pk}"
+
+    @property
+    def scopes(self) -> list[str]:
+        return self.scope.split()
+
+    def state(self, now=None) -> str:
+        """``active``, ``revoked`` or ``expired``, with a passed expiry counting as expired."""
+        now = now or timezone.now()
+        if self.status == self.Status.ACTIVE and self.expires_at is not None and self.expires_at <= now:
+            return self.Status.EXPIRED
+        return self.status
+
+
+class ConsentEvent(models.Model):
+    """One entry of a consent's history (SPEC C4): what happened, who did it, when, why."""
+
+    class Action(models.TextChoices):
+        GRANTED = "granted", _("Granted")
+        RENEWED = "renewed", _("Renewed")
+        REVOKED = "revoked", _("Revoked")
+        EXPIRED = "expired", _("Expired")
+
+    class Via(models.TextChoices):
+        CONSENT_SCREEN = "consent_screen", _("Consent screen")
+        ADMIN = "admin", _("Django admin")
+        COMMAND = "command", _("Management command")
+        API = "api", _("REST API")
+        USER = "user", _("The user's connected-apps page")
+        SYSTEM = "system", _("Automatic (expiry)")
+
+    consent = models.ForeignKey(
+        Consent,
+        on_delete=models.CASCADE,
+        related_name="events",
+        verbose_name=_("consent"),
+        help_text=_("The consent this event belongs to."),
+    )
+    action = models.CharField(_("action"), max_length=16, choices=Action.choices, help_text=_("What happened."))
+    via = models.CharField(
+        _("via"), max_length=16, choices=Via.choices, help_text=_("Where it happened.")
+    )
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        verbose_name=_("actor"),
+        help_text=_("Who did it; empty for commands and automatic expiry."),
+    )
+    at = models.DateTimeField(_("at"), default=timezone.now, help_text=_("When it happened."))
+    reason = models.TextField(_("reason"), blank=True, help_text=_("Why, as given by the actor."))
+    scope = models.TextField(_("scopes"), blank=True, help_text=_("The consent's scopes at that moment."))
+
+    class Meta:
+        verbose_name = _("consent event")
+        verbose_name_plural = _("consent events")
+        ordering = ["at", "pk"]
+
+    def __str__(self) -> str:
+        return f"{self.get_action_display()} via {self.get_via_display()}"
+
+
+class OfflineTokenFamily(models.Model):
+    """The refresh tokens of one device or installation, tied to the consent behind them.
+
+    DOT keeps ``token_family`` constant across rotations, so one row here follows a
+    refresh token through all its rotations. It carries what DOT lacks for SPEC P6:
+    the consent behind the tokens and when the family was first issued (the start
+    of the absolute lifetime). The last use is not stored again: DOT's newest
+    refresh and access token rows already say when the family was last refreshed.
+    """
+
+    token_family = models.UUIDField(
+        _("token family"), unique=True, help_text=_("DOT's token_family shared by every rotation.")
+    )
+    consent = models.ForeignKey(
+        Consent,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="token_families",
+        verbose_name=_("consent"),
+        help_text=_("The consent the refresh token was issued under. Empty means none: it cannot refresh."),
+    )
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="+",
+        verbose_name=_("user"),
+        help_text=_("The user the tokens act for."),
+    )
+    application = models.ForeignKey(
+        oauth2_settings.APPLICATION_MODEL,
+        on_delete=models.CASCADE,
+        related_name="+",
+        verbose_name=_("client"),
+        help_text=_("The client holding the tokens."),
+    )
+    created_at = models.DateTimeField(
+        _("first issued at"), default=timezone.now, help_text=_("Start of the absolute lifetime.")
+    )
+    ended_at = models.DateTimeField(
+        _("ended at"), null=True, blank=True, help_text=_("When the family was revoked or ran out.")
+    )
+
+    class Meta:
+        verbose_name = _("offline token family")
+        verbose_name_plural = _("offline token families")
+        indexes = [models.Index(fields=["user", "application"])]
+
+    def __str__(self) -> str:
+        return f"Offline token family #{self.pk}"

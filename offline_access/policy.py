@@ -1,0 +1,166 @@
+"""Who gets offline access: the issuance rules of SPEC P1-P6 as plain functions.
+
+Nothing here touches HTTP or the database; the validator, the authorization view
+and the services gather the facts and call these functions. This is the file to
+read first when reviewing the app's security.
+
+OpenID Connect Core 1.0, section 11: ``offline_access`` yields a refresh token
+only with a code-returning response type, and only with ``prompt=consent`` (and
+the user's approval) unless "other conditions" permit it, here an active
+enduring consent recorded by an administrator.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from . import OFFLINE_ACCESS_SCOPE
+
+#: ``prompt`` values this server implements (OIDC Core 1.0, 3.1.2.1).
+SUPPORTED_PROMPTS = frozenset({"none", "login", "consent"})
+#: ``prompt=create`` (Prompt Create 1.0) is served by DOT when the site enables it.
+OPTIONAL_PROMPTS = frozenset({"create"})
+
+
+class PromptError(ValueError):
+    """The ``prompt`` parameter is malformed; the request gets ``invalid_request``."""
+
+
+def parse_prompt(values: Iterable[str], *, create_enabled: bool = False) -> frozenset[str]:
+    """Parse the ``prompt`` parameter(s) of an authorization request.
+
+    Space-delimited, case-sensitive (OIDC Core 1.0, 3.1.2.1). ``none`` cannot be
+    combined with another value. Unknown values are rejected rather than silently
+    ignored so that a client relying on one learns it is not honoured.
+    """
+    values = list(values)
+    if len(values) > 1:
+        raise PromptError("The prompt parameter must not be repeated.")
+    prompt = frozenset(values[0].split()) if values else frozenset()
+    allowed = SUPPORTED_PROMPTS | (OPTIONAL_PROMPTS if create_enabled else frozenset())
+    unknown = prompt - allowed
+    if unknown:
+        raise PromptError(f"Unsupported prompt value: {' '.join(sorted(unknown))[:64]}.")
+    if "none" in prompt and len(prompt) > 1:
+        raise PromptError("prompt=none cannot be combined with other values.")
+    return prompt
+
+
+def returns_code(response_type: str | None) -> bool:
+    """True for the response types that return an authorization code (OIDC Core 11)."""
+    return "code" in (response_type or "").split()
+
+
+def without_offline_access(scopes: Iterable[str]) -> list[str]:
+    return [scope for scope in scopes if scope != OFFLINE_ACCESS_SCOPE]
+
+
+class Decision:
+    SHOW_SCREEN = "show_screen"
+    APPROVE = "approve"
+    CONSENT_REQUIRED = "consent_required"
+
+
+class OfflineVia:
+    SCREEN = "screen"  # the user approves it on the consent screen (prompt=consent)
+    ENDURING = "enduring"  # an active enduring consent covers it (SPEC C3)
+
+
+def authorization_scopes(
+    requested_scopes: Iterable[str],
+    *,
+    response_type: str,
+    prompt: frozenset[str],
+    client_may_have_offline_access: bool,
+    has_enduring_consent: bool,
+) -> tuple[tuple[str, ...], str | None]:
+    """SPEC P2: the scopes an authorization request may be granted, and why offline access.
+
+    Returns the scopes (``offline_access`` silently dropped when the request does
+    not qualify) and how ``offline_access`` is justified: on the consent screen
+    (``prompt=consent``) or by an enduring consent. ``prompt=none`` shows no page,
+    so it can only ride on an enduring consent (SPEC P4).
+    """
+    scopes = tuple(requested_scopes)
+    eligible = (
+        OFFLINE_ACCESS_SCOPE in scopes and returns_code(response_type) and client_may_have_offline_access
+    )
+    offline_via: str | None = None
+    if eligible and "consent" in prompt:
+        offline_via = OfflineVia.SCREEN
+    elif eligible and has_enduring_consent:
+        offline_via = OfflineVia.ENDURING
+    if offline_via is None:
+        scopes = tuple(without_offline_access(scopes))
+    return scopes, offline_via
+
+
+def authorization_action(*, prompt: frozenset[str], already_approved: bool) -> str:
+    """Show the consent screen, approve without it, or answer ``consent_required``.
+
+    ``already_approved`` carries DOT's own reasons to skip the screen
+    (``skip_authorization``, or ``approval_prompt=auto`` with a live token for the
+    same scopes). ``prompt=consent`` overrides them: the screen is always shown.
+    """
+    if "consent" in prompt:
+        return Decision.SHOW_SCREEN
+    if already_approved:
+        return Decision.APPROVE
+    if "none" in prompt:
+        return Decision.CONSENT_REQUIRED
+    return Decision.SHOW_SCREEN
+
+
+def may_issue_refresh_token(granted_scopes: Iterable[str]) -> bool:
+    """SPEC P1: a refresh token exists only when ``offline_access`` was granted."""
+    return OFFLINE_ACCESS_SCOPE in set(granted_scopes)
+
+
+def direct_grant_keeps_offline_access(*, grant_type: str, has_enduring_consent: bool) -> bool:
+    """SPEC P5: grants with nobody at a consent screen.
+
+    The password grant keeps ``offline_access`` only under an enduring consent;
+    client credentials act for no user and never get it.
+    """
+    if grant_type == "client_credentials":
+        return False
+    return has_enduring_consent
+
+
+@dataclass(frozen=True)
+class RefreshFacts:
+    """What the token endpoint knows when a refresh token is presented (SPEC P6)."""
+
+    user_is_active: bool
+    consent_active: bool
+    family_ended: bool
+    family_created_at: datetime
+    family_last_used_at: datetime
+    idle_timeout: timedelta | None
+    absolute_lifetime: timedelta | None
+    now: datetime
+
+
+class RefreshRefusal:
+    USER_INACTIVE = "user_inactive"
+    NO_CONSENT = "no_consent"
+    FAMILY_ENDED = "family_ended"
+    IDLE_TIMEOUT = "idle_timeout"
+    ABSOLUTE_LIFETIME = "absolute_lifetime"
+
+
+def refresh_refusal(facts: RefreshFacts) -> str | None:
+    """SPEC P6: why a refresh must be refused (``invalid_grant``), or None if it may proceed."""
+    if not facts.user_is_active:
+        return RefreshRefusal.USER_INACTIVE
+    if facts.family_ended:
+        return RefreshRefusal.FAMILY_ENDED
+    if not facts.consent_active:
+        return RefreshRefusal.NO_CONSENT
+    if facts.absolute_lifetime is not None and facts.now >= facts.family_created_at + facts.absolute_lifetime:
+        return RefreshRefusal.ABSOLUTE_LIFETIME
+    if facts.idle_timeout is not None and facts.now >= facts.family_last_used_at + facts.idle_timeout:
+        return RefreshRefusal.IDLE_TIMEOUT
+    return None

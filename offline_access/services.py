@@ -1,0 +1,270 @@
+"""Grant, renew, revoke and expire consents: one transaction each.
+
+Admin actions, management commands, views and the API are thin callers of these
+functions, so every path writes the same events (SPEC C4) and revokes tokens the
+same way (SPEC C5): set-based statements, a fixed number of queries however many
+tokens a consent stands behind.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.db import IntegrityError, transaction
+from django.db.models import Exists, OuterRef, Q, QuerySet, Subquery
+from django.utils import timezone
+from oauth2_provider.models import get_access_token_model, get_grant_model, get_refresh_token_model
+
+from .models import Consent, ConsentEvent, OfflineTokenFamily
+
+Via = ConsentEvent.Via
+
+
+@dataclass(frozen=True)
+class RevocationResult:
+    """What one revocation changed; commands and admin report these counts."""
+
+    consents: int
+    refresh_tokens: int
+    access_tokens: int
+
+    def __bool__(self) -> bool:
+        return bool(self.consents or self.refresh_tokens or self.access_tokens)
+
+
+def _event(consent: Consent, action: str, *, via: str, actor=None, reason: str = "", at=None) -> ConsentEvent:
+    return ConsentEvent(
+        consent=consent,
+        action=action,
+        via=via,
+        actor=actor,
+        reason=reason,
+        scope=consent.scope,
+        at=at or timezone.now(),
+    )
+
+
+def record_interactive_consent(
+    *, user, application, scopes: Iterable[str], via: str = Via.CONSENT_SCREEN
+) -> Consent:
+    """SPEC C2: record the user's approval on the consent screen, or renew the active one."""
+    scope = " ".join(dict.fromkeys(scopes))
+    now = timezone.now()
+    with transaction.atomic():
+        consent = _lock_active(user, application, Consent.Kind.INTERACTIVE)
+        if consent is None:
+            try:
+                with transaction.atomic():
+                    consent = Consent.objects.create(
+                        user=user,
+                        application=application,
+                        kind=Consent.Kind.INTERACTIVE,
+                        scope=scope,
+                        created_at=now,
+                        granted_at=now,
+                        granted_by=user,
+                    )
+            except IntegrityError:
+                # A concurrent approval created it first: renew that one instead.
+                consent = _lock_active(user, application, Consent.Kind.INTERACTIVE)
+                if consent is None:
+                    raise
+            else:
+                _event(consent, ConsentEvent.Action.GRANTED, via=via, actor=user, at=now).save()
+                return consent
+        consent.scope = scope
+        consent.granted_at = now
+        consent.granted_by = user
+        consent.save(update_fields=["scope", "granted_at", "granted_by"])
+        _event(consent, ConsentEvent.Action.RENEWED, via=via, actor=user, at=now).save()
+        return consent
+
+
+def grant_enduring_consent(
+    *,
+    user,
+    application,
+    reason: str,
+    expires_at: datetime | None = None,
+    actor=None,
+    via: str = Via.ADMIN,
+) -> tuple[Consent, bool]:
+    """SPEC C3: record (or renew) an administrator's enduring consent for a user and client.
+
+    Returns the consent and whether it was newly created.
+    """
+    if not reason or not reason.strip():
+        raise ValueError("An enduring consent needs a reason: the agreement it stands for.")
+    now = timezone.now()
+    if expires_at is not None and expires_at <= now:
+        raise ValueError("The expiry of an enduring consent must be in the future.")
+    with transaction.atomic():
+        consent = _lock_active(user, application, Consent.Kind.ENDURING)
+        if consent is not None and consent.expires_at is not None and consent.expires_at <= now:
+            # Its expiry passed without being processed: close it, then start afresh.
+            _end_consents([consent], status=Consent.Status.EXPIRED, via=Via.SYSTEM, now=now)
+            consent = None
+        if consent is None:
+            consent = Consent.objects.create(
+                user=user,
+                application=application,
+                kind=Consent.Kind.ENDURING,
+                scope="offline_access",
+                created_at=now,
+                granted_at=now,
+                granted_by=actor,
+                reason=reason,
+                expires_at=expires_at,
+            )
+            action, created = ConsentEvent.Action.GRANTED, True
+        else:
+            consent.granted_at, consent.granted_by = now, actor
+            consent.reason, consent.expires_at = reason, expires_at
+            consent.save(update_fields=["granted_at", "granted_by", "reason", "expires_at"])
+            action, created = ConsentEvent.Action.RENEWED, False
+        _event(consent, action, via=via, actor=actor, reason=reason, at=now).save()
+        return consent, created
+
+
+def revoke_consents(
+    consents: QuerySet[Consent], *, actor=None, reason: str = "", via: str
+) -> RevocationResult:
+    """SPEC C5: revoke the active consents in ``consents`` and every token issued under them."""
+    with transaction.atomic():
+        locked = list(consents.filter(status=Consent.Status.ACTIVE).select_for_update())
+        return _end_consents(locked, status=Consent.Status.REVOKED, actor=actor, reason=reason, via=via)
+
+
+def revoke_offline_access(
+    *, user, application=None, actor=None, reason: str = "", via: str
+) -> RevocationResult:
+    """Revoke all of a user's offline access, or one client's: consents and tokens.
+
+    Token families with no consent behind them (for example, issued before the
+    consent was revoked elsewhere) are revoked too.
+    """
+    consents = Consent.objects.filter(user=user)
+    families = OfflineTokenFamily.objects.filter(user=user)
+    if application is not None:
+        consents = consents.filter(application=application)
+        families = families.filter(application=application)
+    with transaction.atomic():
+        locked = list(consents.filter(status=Consent.Status.ACTIVE).select_for_update())
+        result = _end_consents(locked, status=Consent.Status.REVOKED, actor=actor, reason=reason, via=via)
+        extra = _revoke_families(families, now=timezone.now())
+        return RevocationResult(
+            consents=result.consents,
+            refresh_tokens=result.refresh_tokens + extra.refresh_tokens,
+            access_tokens=result.access_tokens + extra.access_tokens,
+        )
+
+
+def expire_consent(consent: Consent) -> RevocationResult:
+    """Process a consent whose expiry has passed: mark it expired and revoke its tokens."""
+    now = timezone.now()
+    with transaction.atomic():
+        locked = list(
+            Consent.objects.filter(
+                pk=consent.pk, status=Consent.Status.ACTIVE, expires_at__lte=now
+            ).select_for_update()
+        )
+        return _end_consents(locked, status=Consent.Status.EXPIRED, via=Via.SYSTEM, now=now)
+
+
+def expire_due_consents() -> RevocationResult:
+    """Process every consent whose expiry has passed (for a periodic job)."""
+    now = timezone.now()
+    with transaction.atomic():
+        locked = list(
+            Consent.objects.filter(status=Consent.Status.ACTIVE, expires_at__lte=now).select_for_update()
+        )
+        return _end_consents(locked, status=Consent.Status.EXPIRED, via=Via.SYSTEM, now=now)
+
+
+def end_token_family(family: OfflineTokenFamily) -> RevocationResult:
+    """Revoke one family's tokens (idle timeout, absolute lifetime); its consent stays."""
+    return revoke_token_families(OfflineTokenFamily.objects.filter(pk=family.pk))
+
+
+def revoke_token_families(families: QuerySet[OfflineTokenFamily]) -> RevocationResult:
+    """Revoke the tokens of some token families (devices); their consents stay."""
+    with transaction.atomic():
+        return _revoke_families(families, now=timezone.now())
+
+
+def link_token_family(*, token_family, user, application) -> None:
+    """Record a new refresh-token family under the consent that covers it.
+
+    Called by the validator inside DOT's token transaction. The consent is found
+    by a subquery inside the INSERT so the code exchange costs one query more
+    than in plain DOT. An interactive consent is preferred when both kinds are
+    active: it is the one the user gave most directly.
+    """
+    covering = (
+        Consent.objects.active()
+        .filter(user=user, application=application)
+        .order_by("-kind", "-granted_at")  # "interactive" sorts after "enduring"
+        .values("pk")[:1]
+    )
+    OfflineTokenFamily.objects.create(
+        token_family=token_family,
+        user=user,
+        application=application,
+        consent_id=Subquery(covering),
+    )
+
+
+# Internals -----------------------------------------------------------------
+
+
+def _lock_active(user, application, kind) -> Consent | None:
+    return (
+        Consent.objects.select_for_update()
+        .filter(user=user, application=application, kind=kind, status=Consent.Status.ACTIVE)
+        .first()
+    )
+
+
+def _end_consents(
+    consents: list[Consent], *, status: str, via: str, actor=None, reason: str = "", now=None
+) -> RevocationResult:
+    """End locked consents and revoke their tokens. Must run inside a transaction."""
+    if not consents:
+        return RevocationResult(0, 0, 0)
+    now = now or timezone.now()
+    pks = [consent.pk for consent in consents]
+    action = ConsentEvent.Action.REVOKED if status == Consent.Status.REVOKED else ConsentEvent.Action.EXPIRED
+    Consent.objects.filter(pk__in=pks).update(status=status, ended_at=now, ended_by=actor, end_reason=reason)
+    ConsentEvent.objects.bulk_create(
+        [_event(consent, action, via=via, actor=actor, reason=reason, at=now) for consent in consents]
+    )
+    # Authorization codes not yet exchanged must not turn into tokens after the fact.
+    ended = Consent.objects.filter(pk__in=pks)
+    get_grant_model().objects.filter(
+        Exists(ended.filter(user_id=OuterRef("user_id"), application_id=OuterRef("application_id")))
+    ).delete()
+    tokens = _revoke_families(OfflineTokenFamily.objects.filter(consent_id__in=pks), now=now)
+    return RevocationResult(len(pks), tokens.refresh_tokens, tokens.access_tokens)
+
+
+def _revoke_families(families: QuerySet[OfflineTokenFamily], *, now) -> RevocationResult:
+    """Revoke every refresh and access token of ``families`` in three statements.
+
+    Access tokens are expired rather than deleted: one UPDATE whatever their
+    number, and DOT treats an expired token as invalid everywhere (resource
+    servers, introspection, userinfo). Refresh tokens get DOT's own ``revoked``
+    timestamp, so DOT's grace period and reuse detection see them as revoked.
+    """
+    refresh_model = get_refresh_token_model()
+    access_model = get_access_token_model()
+    family_refresh_tokens = refresh_model.objects.filter(token_family__in=families.values("token_family"))
+    access_tokens = access_model.objects.filter(
+        Q(pk__in=family_refresh_tokens.values("access_token_id"))
+        | Q(source_refresh_token__in=family_refresh_tokens.values("pk")),
+        expires__gt=now,
+    ).update(expires=now)
+    refresh_tokens = family_refresh_tokens.filter(revoked__isnull=True).update(revoked=now, updated=now)
+    families.filter(ended_at__isnull=True).update(ended_at=now)
+    return RevocationResult(0, refresh_tokens, access_tokens)

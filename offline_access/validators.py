@@ -1,0 +1,165 @@
+"""The DOT validator that enforces the offline-access policy at the token endpoint.
+
+Point ``OAUTH2_PROVIDER["OAUTH2_VALIDATOR_CLASS"]`` at :class:`OfflineAccessValidator`
+(or a subclass). Decisions come from :mod:`offline_access.policy`; this class only
+gathers facts from DOT's request objects and applies the outcome.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from django.utils import timezone
+from oauth2_provider.oauth2_validators import OAuth2Validator
+from oauth2_provider.scopes import get_scopes_backend
+
+from . import OFFLINE_ACCESS_SCOPE, policy, services
+from .conf import settings
+from .models import Consent, OfflineTokenFamily
+
+log = logging.getLogger("offline_access")
+
+#: Grant types whose authorization step already applied SPEC P2 to the scopes.
+_CONSENTED_GRANT_TYPES = frozenset({"authorization_code", "refresh_token"})
+
+
+class OfflineAccessValidator(OAuth2Validator):
+    """OAuth2Validator that issues refresh tokens only under a recorded consent (SPEC P1-P6)."""
+
+    # Scopes -------------------------------------------------------------------
+
+    def client_may_have_offline_access(self, application, request=None) -> bool:
+        """Whether the scopes backend lets this client have ``offline_access`` at all."""
+        available = get_scopes_backend().get_available_scopes(application=application, request=request)
+        return OFFLINE_ACCESS_SCOPE in available
+
+    def validate_scopes(self, client_id, scopes, client, request, *args, **kwargs):
+        # SPEC P2: a client that may not have offline_access loses it silently later
+        # instead of failing the whole request with invalid_scope.
+        return super().validate_scopes(
+            client_id, policy.without_offline_access(scopes), client, request, *args, **kwargs
+        )
+
+    # prompt=none ------------------------------------------------------------------
+    #
+    # oauthlib calls these for OpenID requests with prompt=none; stock DOT leaves them
+    # unimplemented (NotImplementedError, a 500). The authorization view answers
+    # prompt=none itself before any page is shown: anonymous users get login_required
+    # and requests that would need the consent screen get consent_required, so by the
+    # time oauthlib asks, both conditions have been settled.
+
+    def validate_silent_login(self, request) -> bool:
+        return True
+
+    def validate_silent_authorization(self, request) -> bool:
+        return True
+
+    # Issuing tokens ---------------------------------------------------------------
+
+    def save_bearer_token(self, token, request, *args, **kwargs):
+        """Drop ``offline_access`` and the refresh token where the policy says so (SPEC P1, P5)."""
+        granted = str(token.get("scope", "")).split()
+        if OFFLINE_ACCESS_SCOPE in granted and not self._offline_access_granted(request):
+            granted = policy.without_offline_access(granted)
+            token["scope"] = " ".join(granted)
+            request.scopes = granted
+        if not policy.may_issue_refresh_token(granted):
+            if "refresh_token" in token and request.grant_type == "refresh_token":
+                # SPEC P6: the client narrowed the scope and dropped offline_access.
+                # Its refresh token is used up like any rotated one and the family ends.
+                request.offline_access_dropped = True
+            token.pop("refresh_token", None)
+        return super().save_bearer_token(token, request, *args, **kwargs)
+
+    def _offline_access_granted(self, request) -> bool:
+        if request.grant_type in _CONSENTED_GRANT_TYPES:
+            # The code's scopes passed the authorization step (SPEC P2); a refresh
+            # token's family passed validate_refresh_token (SPEC P6).
+            return True
+        if request.grant_type == "password" and request.user is not None:
+            if not self.client_may_have_offline_access(request.client, request):
+                return False
+            has_enduring = (
+                Consent.objects.active()
+                .filter(user=request.user, application=request.client, kind=Consent.Kind.ENDURING)
+                .exists()
+            )
+            return policy.direct_grant_keeps_offline_access(
+                grant_type=request.grant_type, has_enduring_consent=has_enduring
+            )
+        # Client credentials act for no user; grant types this app does not know yet
+        # (such as the device grant) get no offline access rather than a guess.
+        return False
+
+    def _create_access_token(self, expires, request, token, source_refresh_token=None):
+        if getattr(request, "offline_access_dropped", False):
+            presented = request.refresh_token_instance
+            family = OfflineTokenFamily.objects.filter(token_family=presented.token_family)
+            services.revoke_token_families(family)
+            # Link the new access token to the used-up refresh token so that revoking
+            # the consent later still finds it.
+            source_refresh_token = presented
+        return super()._create_access_token(expires, request, token, source_refresh_token)
+
+    def _create_refresh_token(self, request, refresh_token_code, access_token, previous_refresh_token):
+        refresh_token = super()._create_refresh_token(
+            request, refresh_token_code, access_token, previous_refresh_token
+        )
+        if previous_refresh_token is None:
+            # A new device or installation: tie its family to the consent behind it.
+            services.link_token_family(
+                token_family=refresh_token.token_family, user=request.user, application=request.client
+            )
+        return refresh_token
+
+    # Refreshing -------------------------------------------------------------------
+
+    def validate_refresh_token(self, refresh_token, client, request, *args, **kwargs):
+        """SPEC P6: refuse a refresh unless consent, user and lifetimes all still hold."""
+        if not super().validate_refresh_token(refresh_token, client, request, *args, **kwargs):
+            return False
+        presented = request.refresh_token_instance
+        requested = str(request.scope or "").split()
+        if presented.revoked is not None and requested and OFFLINE_ACCESS_SCOPE not in requested:
+            # A grace-period retry may only repeat the earlier answer, not start a
+            # narrowed one: that would mint a second access token from a used token.
+            return False
+        family = (
+            OfflineTokenFamily.objects.select_related("consent")
+            .filter(token_family=presented.token_family)
+            .first()
+        )
+        now = timezone.now()
+        refusal = self._refresh_refusal(presented, family, request.user, now)
+        if refusal is None:
+            return True
+        log.info(
+            "Refresh refused (%s) for client %s, user %s.", refusal, client.client_id, request.user.pk
+        )
+        if refusal == policy.RefreshRefusal.NO_CONSENT and family and family.consent is not None:
+            if family.consent.state(now) == Consent.Status.EXPIRED:
+                services.expire_consent(family.consent)
+        elif refusal in (policy.RefreshRefusal.IDLE_TIMEOUT, policy.RefreshRefusal.ABSOLUTE_LIFETIME):
+            services.end_token_family(family)
+        return False
+
+    def _refresh_refusal(self, presented, family, user, now) -> str | None:
+        if family is None:
+            return policy.RefreshRefusal.NO_CONSENT
+        consent = family.consent
+        last_refreshed = presented.created
+        if presented.access_token is not None:
+            # Without rotation DOT keeps the refresh token and updates its access token.
+            last_refreshed = max(last_refreshed, presented.access_token.updated)
+        return policy.refresh_refusal(
+            policy.RefreshFacts(
+                user_is_active=user.is_active,
+                consent_active=consent is not None and consent.state(now) == Consent.Status.ACTIVE,
+                family_ended=family.ended_at is not None,
+                family_created_at=family.created_at,
+                family_last_used_at=last_refreshed,
+                idle_timeout=settings.REFRESH_TOKEN_IDLE_TIMEOUT,
+                absolute_lifetime=settings.REFRESH_TOKEN_ABSOLUTE_LIFETIME,
+                now=now,
+            )
+        )

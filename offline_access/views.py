@@ -1,0 +1,239 @@
+"""The authorization endpoint with the offline-access consent screen, and discovery.
+
+Both replace DOT's views under DOT's own URL names (``offline_access.urls``), so
+discovery and every ``reverse("oauth2_provider:authorize")`` keep working.
+"""
+
+from __future__ import annotations
+
+import json
+from urllib.parse import parse_qsl, urlencode, urlparse
+
+from django.contrib.auth.views import redirect_to_login
+from django.http import JsonResponse
+from django.shortcuts import resolve_url
+from django.utils import timezone
+from django.utils.decorators import method_decorator
+from django.views.decorators.cache import never_cache
+from django.views.decorators.clickjacking import xframe_options_deny
+from oauth2_provider.exceptions import OAuthToolkitError
+from oauth2_provider.models import get_access_token_model, get_application_model
+from oauth2_provider.oauth2_validators import is_valid_resource_uri
+from oauth2_provider.scopes import get_scopes_backend
+from oauth2_provider.settings import oauth2_settings
+from oauth2_provider.views import AuthorizationView, ConnectDiscoveryInfoView
+from oauthlib.oauth2.rfc6749.errors import CustomOAuth2Error, InvalidRequestError
+from oauthlib.openid.connect.core.exceptions import ConsentRequired
+
+from . import OFFLINE_ACCESS_SCOPE, policy, services
+from .conf import settings
+from .forms import ConsentForm, sign_consent_request
+from .models import Consent
+
+#: The parts of a validated authorization request the consent form carries, signed.
+_SIGNED_CREDENTIALS = (
+    "client_id",
+    "redirect_uri",
+    "response_type",
+    "state",
+    "code_challenge",
+    "code_challenge_method",
+    "nonce",
+    "claims",
+    "resource",
+)
+
+
+def _create_enabled() -> bool:
+    return bool(oauth2_settings.OIDC_RP_INITIATED_REGISTRATION_ENABLED)
+
+
+@method_decorator([never_cache, xframe_options_deny], name="dispatch")
+class OfflineAccessAuthorizationView(AuthorizationView):
+    """DOT's authorization endpoint with SPEC P2-P4 applied before any page is shown.
+
+    GET decides, through :mod:`offline_access.policy`, which scopes survive, whether
+    the consent screen is needed and how ``prompt`` is honoured. The screen's form
+    carries the request signed; POST builds the grant only from that copy (SPEC P3).
+    """
+
+    form_class = ConsentForm
+
+    def get_template_names(self) -> list[str]:
+        return [settings.CONSENT_TEMPLATE]
+
+    def get_form_kwargs(self):
+        kwargs = super().get_form_kwargs()
+        kwargs["user"] = self.request.user
+        return kwargs
+
+    def get_initial(self):
+        return {}
+
+    # GET ------------------------------------------------------------------------
+
+    def get(self, request, *args, **kwargs):
+        try:
+            prompt = policy.parse_prompt(request.GET.getlist("prompt"), create_enabled=_create_enabled())
+        except policy.PromptError as exc:
+            return self._invalid_request(str(exc))
+        if "create" in prompt:
+            response = self.handle_prompt_create()
+            if response is not None:
+                return response
+        if "login" in prompt:
+            return self.handle_prompt_login()
+
+        try:
+            scopes, credentials = self.validate_authorization_request(request)
+        except OAuthToolkitError as error:
+            return self.error_response(error, application=None)
+        application = get_application_model().objects.get(client_id=credentials["client_id"])
+        credentials = {key: credentials[key] for key in _SIGNED_CREDENTIALS if credentials.get(key)}
+        resources = request.GET.getlist("resource")
+        if resources:
+            invalid = [uri for uri in resources if not is_valid_resource_uri(uri)]
+            if invalid:
+                return self.error_response(self._invalid_target(invalid[0], credentials), application)
+            credentials["resource"] = resources
+
+        scopes, offline_via = policy.authorization_scopes(
+            scopes,
+            response_type=credentials.get("response_type", ""),
+            prompt=prompt,
+            client_may_have_offline_access=self._client_may_have_offline_access(application),
+            has_enduring_consent=OFFLINE_ACCESS_SCOPE in scopes and self._has_enduring_consent(application),
+        )
+        action = policy.authorization_action(
+            prompt=prompt,
+            already_approved="consent" not in prompt and self._already_approved(application, scopes),
+        )
+        if action == policy.Decision.APPROVE:
+            return self._authorize(application, scopes, credentials, allow=True)
+        if action == policy.Decision.CONSENT_REQUIRED:
+            error = ConsentRequired(state=credentials.get("state"))
+            return self.error_response(
+                OAuthToolkitError(error=error, redirect_uri=credentials["redirect_uri"]), application
+            )
+        return self._render_consent_screen(application, scopes, offline_via, credentials)
+
+    def _render_consent_screen(self, application, scopes, offline_via, credentials):
+        descriptions = get_scopes_backend().get_all_scopes()
+        signed = sign_consent_request(
+            {
+                "user": self.request.user.pk,
+                "scopes": list(scopes),
+                "offline_via": offline_via,
+                "credentials": credentials,
+            }
+        )
+        form = self.get_form_class()(initial={"request": signed}, user=self.request.user)
+        context = self.get_context_data(
+            form=form,
+            application=application,
+            scopes=[(scope, descriptions.get(scope, scope)) for scope in scopes],
+            offline_access=OFFLINE_ACCESS_SCOPE in scopes,
+        )
+        return self.render_to_response(context)
+
+    def _client_may_have_offline_access(self, application) -> bool:
+        validator = oauth2_settings.OAUTH2_VALIDATOR_CLASS()
+        return validator.client_may_have_offline_access(application, self.request)
+
+    def _has_enduring_consent(self, application) -> bool:
+        return (
+            Consent.objects.active()
+            .filter(user=self.request.user, application=application, kind=Consent.Kind.ENDURING)
+            .exists()
+        )
+
+    def _already_approved(self, application, scopes) -> bool:
+        """DOT's own reasons to skip the screen: skip_authorization, or approval_prompt=auto."""
+        if application.skip_authorization:
+            return True
+        approval_prompt = self.request.GET.get("approval_prompt", oauth2_settings.REQUEST_APPROVAL_PROMPT)
+        if approval_prompt != "auto":
+            return False
+        live_tokens = get_access_token_model().objects.filter(
+            user=self.request.user, application=application, expires__gt=timezone.now()
+        )
+        return any(token.allow_scopes(scopes) for token in live_tokens)
+
+    def handle_prompt_login(self):
+        """Send the user to log in, dropping only ``login`` from ``prompt``.
+
+        DOT drops the whole parameter, which would silently lose a ``consent``
+        sent alongside ``login`` and with it the user's chance to grant offline access.
+        """
+        parsed = urlparse(self.request.get_full_path())
+        query = [(key, value) for key, value in parse_qsl(parsed.query, keep_blank_values=True)]
+        kept = []
+        for key, value in query:
+            if key == "prompt":
+                value = " ".join(part for part in value.split() if part != "login")
+                if not value:
+                    continue
+            kept.append((key, value))
+        next_url = parsed._replace(query=urlencode(kept)).geturl()
+        return redirect_to_login(next_url, resolve_url(self.get_login_url()), self.get_redirect_field_name())
+
+    # POST -----------------------------------------------------------------------
+
+    def form_valid(self, form):
+        payload = form.cleaned_data["request"]
+        credentials = payload["credentials"]
+        application = get_application_model().objects.filter(client_id=credentials["client_id"]).first()
+        if application is None:
+            return self._invalid_request("The application no longer exists.")
+        scopes = payload["scopes"]
+        if form.allowed and payload["offline_via"] == policy.OfflineVia.SCREEN:
+            # OIDC Core 11: consent is on record before any refresh token can exist.
+            services.record_interactive_consent(user=self.request.user, application=application, scopes=scopes)
+        return self._authorize(application, scopes, credentials, allow=form.allowed)
+
+    def form_invalid(self, form):
+        message = " ".join(str(error) for errors in form.errors.values() for error in errors)
+        return self._invalid_request(message)
+
+    # Shared ---------------------------------------------------------------------
+
+    def _authorize(self, application, scopes, credentials, *, allow: bool):
+        credentials = dict(credentials)
+        if isinstance(credentials.get("claims"), dict):
+            credentials["claims"] = json.dumps(credentials["claims"])
+        try:
+            uri, _headers, _body, _status = self.create_authorization_response(
+                request=self.request, scopes=" ".join(scopes), credentials=credentials, allow=allow
+            )
+        except OAuthToolkitError as error:
+            return self.error_response(error, application)
+        return self.redirect(uri, application)
+
+    def _invalid_request(self, description: str):
+        error = InvalidRequestError(description=description)
+        return self.render_to_response({"error": error}, status=400)
+
+    @staticmethod
+    def _invalid_target(uri, credentials):
+        return OAuthToolkitError(
+            error=CustomOAuth2Error(
+                error="invalid_target",
+                description="A resource must be an absolute URI with a scheme and host.",
+                state=credentials.get("state"),
+            ),
+            redirect_uri=credentials["redirect_uri"],
+        )
+
+
+class OfflineAccessDiscoveryView(ConnectDiscoveryInfoView):
+    """OpenID discovery listing the ``prompt`` values this server really honours (SPEC P8)."""
+
+    def get(self, request, *args, **kwargs):
+        response = super().get(request, *args, **kwargs)
+        if isinstance(response, JsonResponse) and response.status_code == 200:
+            data = json.loads(response.content)
+            data["prompt_values_supported"] = sorted(
+                policy.SUPPORTED_PROMPTS | (policy.OPTIONAL_PROMPTS if _create_enabled() else set())
+            )
+            response.content = json.dumps(data)
+        return response

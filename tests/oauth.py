@@ -1,0 +1,88 @@
+"""Drive the real DOT endpoints of the example site through Django's test client."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import secrets
+from urllib.parse import parse_qs, urlencode, urlparse
+
+from django.test import Client
+
+from .factories import CLIENT_SECRET
+
+VERIFIER = "v" * 64
+CHALLENGE = base64.urlsafe_b64encode(hashlib.sha256(VERIFIER.encode()).digest()).rstrip(b"=").decode()
+
+
+def authorize_url(application, scope="openid offline_access", **params) -> str:
+    query = {
+        "response_type": "code",
+        "client_id": application.client_id,
+        "redirect_uri": application.redirect_uris.split()[0],
+        "scope": scope,
+        "state": "state-123",
+        "code_challenge": CHALLENGE,
+        "code_challenge_method": "S256",
+        "nonce": "nonce-123",
+    }
+    query.update(params)
+    query = {key: value for key, value in query.items() if value is not None}
+    return "/o/authorize/?" + urlencode(query)
+
+
+def redirect_params(response) -> dict[str, str]:
+    assert response.status_code == 302, (response.status_code, getattr(response, "content", b"")[:500])
+    location = urlparse(response["Location"])
+    return {key: values[0] for key, values in parse_qs(location.query).items()}
+
+
+def consent_form_data(response) -> dict[str, str]:
+    """The hidden fields of the rendered consent form."""
+    assert response.status_code == 200, response.status_code
+    form = response.context["form"]
+    return {"request": form.initial["request"]}
+
+
+def submit_consent(client: Client, url: str, response, decision: str = "allow", **extra):
+    data = consent_form_data(response)
+    data["decision"] = decision
+    data.update(extra)
+    return client.post(url, data)
+
+
+def get_code(client: Client, application, scope="openid offline_access", decision="allow", **params) -> str:
+    """Run the authorization step (consenting when a screen is shown) and return the code."""
+    url = authorize_url(application, scope=scope, **params)
+    response = client.get(url)
+    if response.status_code == 200:
+        response = submit_consent(client, url, response, decision)
+    result = redirect_params(response)
+    assert "code" in result, result
+    return result["code"]
+
+
+def client_auth(application) -> dict:
+    if application.client_type == "public":
+        return {"client_id": application.client_id}
+    return {"client_id": application.client_id, "client_secret": CLIENT_SECRET}
+
+
+def exchange_code(client: Client, application, code: str):
+    data = {
+        "grant_type": "authorization_code",
+        "code": code,
+        "redirect_uri": application.redirect_uris.split()[0],
+        "code_verifier": VERIFIER,
+        **client_auth(application),
+    }
+    return client.post("/o/token/", data)
+
+
+def refresh(client: Client, application, refresh_token: str, **extra):
+    data = {"grant_type": "refresh_token", "refresh_token": refresh_token, **client_auth(application), **extra}
+    return client.post("/o/token/", data)
+
+
+def random_state() -> str:
+    return secrets.token_urlsafe(8)
