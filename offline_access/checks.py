@@ -124,7 +124,10 @@ def check_authorization_view(app_configs, **kwargs):
 def check_logout_keeps_offline_tokens(app_configs, **kwargs):
     from oauth2_provider.settings import oauth2_settings
 
-    if oauth2_settings.OIDC_RP_INITIATED_LOGOUT_ENABLED and oauth2_settings.OIDC_RP_INITIATED_LOGOUT_DELETE_TOKENS:
+    if (
+        oauth2_settings.OIDC_RP_INITIATED_LOGOUT_ENABLED
+        and oauth2_settings.OIDC_RP_INITIATED_LOGOUT_DELETE_TOKENS
+    ):
         return [
             Warning(
                 "RP-initiated logout deletes all of the user's tokens, so offline access ends "

@@ -40,14 +40,14 @@ class ConsentForm(forms.Form):
                 _("This consent screen has expired. Go back to the application and sign in again."),
                 code="expired",
             ) from None
-        except signing.BadSignature:
+        except signing.BadSignature:  # also a forged or truncated value
             raise forms.ValidationError(
-                _("This consent request was changed or is not valid. Go back to the application and try again."),
+                _("This consent request is not valid. Go back to the application and try again."),
                 code="invalid",
             ) from None
         if not isinstance(payload, dict) or payload.get("user") != getattr(self.user, "pk", None):
             raise forms.ValidationError(
-                _("This consent screen was shown to another account. Go back to the application and try again."),
+                _("This consent screen was shown to another account. Start again from the application."),
                 code="wrong_user",
             )
         return payload

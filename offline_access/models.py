@@ -64,7 +64,9 @@ class Consent(models.Model):
         _("kind"),
         max_length=16,
         choices=Kind.choices,
-        help_text=_("Interactive: the user approved a consent screen. Enduring: an administrator recorded it."),
+        help_text=_(
+            "Interactive: the user approved a consent screen. Enduring: an administrator recorded it."
+        ),
     )
     scope = models.TextField(
         _("scopes"),
@@ -184,10 +186,10 @@ class ConsentEvent(models.Model):
         verbose_name=_("consent"),
         help_text=_("The consent this event belongs to."),
     )
-    action = models.CharField(_("action"), max_length=16, choices=Action.choices, help_text=_("What happened."))
-    via = models.CharField(
-        _("via"), max_length=16, choices=Via.choices, help_text=_("Where it happened.")
+    action = models.CharField(
+        _("action"), max_length=16, choices=Action.choices, help_text=_("What happened.")
     )
+    via = models.CharField(_("via"), max_length=16, choices=Via.choices, help_text=_("Where it happened."))
     actor = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         on_delete=models.SET_NULL,

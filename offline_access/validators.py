@@ -23,15 +23,16 @@ log = logging.getLogger("offline_access")
 _CONSENTED_GRANT_TYPES = frozenset({"authorization_code", "refresh_token"})
 
 
+def client_may_have_offline_access(application, request=None) -> bool:
+    """Whether DOT's scopes backend lets this client have ``offline_access`` at all."""
+    available = get_scopes_backend().get_available_scopes(application=application, request=request)
+    return OFFLINE_ACCESS_SCOPE in available
+
+
 class OfflineAccessValidator(OAuth2Validator):
     """OAuth2Validator that issues refresh tokens only under a recorded consent (SPEC P1-P6)."""
 
     # Scopes -------------------------------------------------------------------
-
-    def client_may_have_offline_access(self, application, request=None) -> bool:
-        """Whether the scopes backend lets this client have ``offline_access`` at all."""
-        available = get_scopes_backend().get_available_scopes(application=application, request=request)
-        return OFFLINE_ACCESS_SCOPE in available
 
     def validate_scopes(self, client_id, scopes, client, request, *args, **kwargs):
         # SPEC P2: a client that may not have offline_access loses it silently later
@@ -77,7 +78,7 @@ class OfflineAccessValidator(OAuth2Validator):
             # token's family passed validate_refresh_token (SPEC P6).
             return True
         if request.grant_type == "password" and request.user is not None:
-            if not self.client_may_have_offline_access(request.client, request):
+            if not client_may_have_offline_access(request.client, request):
                 return False
             has_enduring = (
                 Consent.objects.active()
@@ -133,9 +134,7 @@ class OfflineAccessValidator(OAuth2Validator):
         refusal = self._refresh_refusal(presented, family, request.user, now)
         if refusal is None:
             return True
-        log.info(
-            "Refresh refused (%s) for client %s, user %s.", refusal, client.client_id, request.user.pk
-        )
+        log.info("Refresh refused (%s) for client %s, user %s.", refusal, client.client_id, request.user.pk)
         if refusal == policy.RefreshRefusal.NO_CONSENT and family and family.consent is not None:
             if family.consent.state(now) == Consent.Status.EXPIRED:
                 services.expire_consent(family.consent)

@@ -29,6 +29,7 @@ from . import OFFLINE_ACCESS_SCOPE, policy, services
 from .conf import settings
 from .forms import ConsentForm, sign_consent_request
 from .models import Consent
+from .validators import client_may_have_offline_access
 
 #: The parts of a validated authorization request the consent form carries, signed.
 _SIGNED_CREDENTIALS = (
@@ -101,7 +102,7 @@ class OfflineAccessAuthorizationView(AuthorizationView):
             scopes,
             response_type=credentials.get("response_type", ""),
             prompt=prompt,
-            client_may_have_offline_access=self._client_may_have_offline_access(application),
+            client_may_have_offline_access=client_may_have_offline_access(application, self.request),
             has_enduring_consent=OFFLINE_ACCESS_SCOPE in scopes and self._has_enduring_consent(application),
         )
         action = policy.authorization_action(
@@ -135,10 +136,6 @@ class OfflineAccessAuthorizationView(AuthorizationView):
             offline_access=OFFLINE_ACCESS_SCOPE in scopes,
         )
         return self.render_to_response(context)
-
-    def _client_may_have_offline_access(self, application) -> bool:
-        validator = oauth2_settings.OAUTH2_VALIDATOR_CLASS()
-        return validator.client_may_have_offline_access(application, self.request)
 
     def _has_enduring_consent(self, application) -> bool:
         return (
@@ -188,7 +185,9 @@ class OfflineAccessAuthorizationView(AuthorizationView):
         scopes = payload["scopes"]
         if form.allowed and payload["offline_via"] == policy.OfflineVia.SCREEN:
             # OIDC Core 11: consent is on record before any refresh token can exist.
-            services.record_interactive_consent(user=self.request.user, application=application, scopes=scopes)
+            services.record_interactive_consent(
+                user=self.request.user, application=application, scopes=scopes
+            )
         return self._authorize(application, scopes, credentials, allow=form.allowed)
 
     def form_invalid(self, form):

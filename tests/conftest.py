@@ -45,3 +45,29 @@ def api() -> Client:
 @pytest.fixture
 def enduring_consent(user, application):
     return factories.EnduringConsentFactory(user=user, application=application)
+
+
+def reset_oauthlib_cores() -> None:
+    """Forget the oauthlib servers DOT caches per view class (they hold a validator instance)."""
+    from oauth2_provider.settings import oauth2_settings
+    from oauth2_provider.views.mixins import OAuthLibMixin
+
+    oauth2_settings.reload()
+    pending = [OAuthLibMixin]
+    while pending:
+        cls = pending.pop()
+        pending.extend(cls.__subclasses__())
+        if "_oauthlib_core" in cls.__dict__:
+            delattr(cls, "_oauthlib_core")
+
+
+@pytest.fixture
+def dot_settings(settings):
+    """Change DOT's OAUTH2_PROVIDER keys for one test: ``dot_settings(ROTATE_REFRESH_TOKEN=False)``."""
+
+    def change(**values):
+        settings.OAUTH2_PROVIDER = {**settings.OAUTH2_PROVIDER, **values}
+        reset_oauthlib_cores()
+
+    yield change
+    reset_oauthlib_cores()

@@ -80,7 +80,12 @@ def exchange_code(client: Client, application, code: str):
 
 
 def refresh(client: Client, application, refresh_token: str, **extra):
-    data = {"grant_type": "refresh_token", "refresh_token": refresh_token, **client_auth(application), **extra}
+    data = {
+        "grant_type": "refresh_token",
+        "refresh_token": refresh_token,
+        **client_auth(application),
+        **extra,
+    }
     return client.post("/o/token/", data)
 
 

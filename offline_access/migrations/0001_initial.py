@@ -8,7 +8,6 @@ from oauth2_provider.settings import oauth2_settings
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
@@ -18,74 +17,320 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.CreateModel(
-            name='Consent',
+            name="Consent",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('kind', models.CharField(choices=[('interactive', 'Interactive (consent screen)'), ('enduring', 'Enduring (recorded by an administrator)')], help_text='Interactive: the user approved a consent screen. Enduring: an administrator recorded it.', max_length=16, verbose_name='kind')),
-                ('scope', models.TextField(help_text='Space-separated scopes covered by this consent, as approved.', verbose_name='scopes')),
-                ('status', models.CharField(choices=[('active', 'Active'), ('revoked', 'Revoked'), ('expired', 'Expired')], default='active', help_text='Active consents are in force unless past their expiry.', max_length=16, verbose_name='status')),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now, help_text='When the consent was first given.', verbose_name='first given at')),
-                ('granted_at', models.DateTimeField(default=django.utils.timezone.now, help_text='When the consent was last given or renewed.', verbose_name='given at')),
-                ('reason', models.TextField(blank=True, help_text='Why an enduring consent was recorded (the agreement it stands for).', verbose_name='reason')),
-                ('expires_at', models.DateTimeField(blank=True, help_text='After this moment the consent no longer covers offline access. Empty: no expiry.', null=True, verbose_name='expires at')),
-                ('ended_at', models.DateTimeField(blank=True, help_text='When the consent was revoked or its expiry was processed.', null=True, verbose_name='ended at')),
-                ('end_reason', models.TextField(blank=True, help_text='Why the consent was revoked or ended.', verbose_name='end reason')),
-                ('application', models.ForeignKey(help_text='The OAuth client (DOT application) the consent was given to.', on_delete=django.db.models.deletion.CASCADE, related_name='offline_access_consents', to=oauth2_settings.APPLICATION_MODEL, verbose_name='client')),
-                ('ended_by', models.ForeignKey(blank=True, help_text='Who revoked it. Empty for expiry and for commands.', null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL, verbose_name='ended by')),
-                ('granted_by', models.ForeignKey(blank=True, help_text='Who gave it: the user on the consent screen, or the administrator. Empty for commands.', null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL, verbose_name='given by')),
-                ('user', models.ForeignKey(help_text='The user whose account the client may access while they are away.', on_delete=django.db.models.deletion.CASCADE, related_name='offline_access_consents', to=settings.AUTH_USER_MODEL, verbose_name='user')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[
+                            ("interactive", "Interactive (consent screen)"),
+                            ("enduring", "Enduring (recorded by an administrator)"),
+                        ],
+                        help_text="Interactive: the user approved a consent screen. Enduring: an administrator recorded it.",
+                        max_length=16,
+                        verbose_name="kind",
+                    ),
+                ),
+                (
+                    "scope",
+                    models.TextField(
+                        help_text="Space-separated scopes covered by this consent, as approved.",
+                        verbose_name="scopes",
+                    ),
+                ),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[("active", "Active"), ("revoked", "Revoked"), ("expired", "Expired")],
+                        default="active",
+                        help_text="Active consents are in force unless past their expiry.",
+                        max_length=16,
+                        verbose_name="status",
+                    ),
+                ),
+                (
+                    "created_at",
+                    models.DateTimeField(
+                        default=django.utils.timezone.now,
+                        help_text="When the consent was first given.",
+                        verbose_name="first given at",
+                    ),
+                ),
+                (
+                    "granted_at",
+                    models.DateTimeField(
+                        default=django.utils.timezone.now,
+                        help_text="When the consent was last given or renewed.",
+                        verbose_name="given at",
+                    ),
+                ),
+                (
+                    "reason",
+                    models.TextField(
+                        blank=True,
+                        help_text="Why an enduring consent was recorded (the agreement it stands for).",
+                        verbose_name="reason",
+                    ),
+                ),
+                (
+                    "expires_at",
+                    models.DateTimeField(
+                        blank=True,
+                        help_text="After this moment the consent no longer covers offline access. Empty: no expiry.",
+                        null=True,
+                        verbose_name="expires at",
+                    ),
+                ),
+                (
+                    "ended_at",
+                    models.DateTimeField(
+                        blank=True,
+                        help_text="When the consent was revoked or its expiry was processed.",
+                        null=True,
+                        verbose_name="ended at",
+                    ),
+                ),
+                (
+                    "end_reason",
+                    models.TextField(
+                        blank=True,
+                        help_text="Why the consent was revoked or ended.",
+                        verbose_name="end reason",
+                    ),
+                ),
+                (
+                    "application",
+                    models.ForeignKey(
+                        help_text="The OAuth client (DOT application) the consent was given to.",
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="offline_access_consents",
+                        to=oauth2_settings.APPLICATION_MODEL,
+                        verbose_name="client",
+                    ),
+                ),
+                (
+                    "ended_by",
+                    models.ForeignKey(
+                        blank=True,
+                        help_text="Who revoked it. Empty for expiry and for commands.",
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                        verbose_name="ended by",
+                    ),
+                ),
+                (
+                    "granted_by",
+                    models.ForeignKey(
+                        blank=True,
+                        help_text="Who gave it: the user on the consent screen, or the administrator. Empty for commands.",
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                        verbose_name="given by",
+                    ),
+                ),
+                (
+                    "user",
+                    models.ForeignKey(
+                        help_text="The user whose account the client may access while they are away.",
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="offline_access_consents",
+                        to=settings.AUTH_USER_MODEL,
+                        verbose_name="user",
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'consent',
-                'verbose_name_plural': 'consents',
-                'ordering': ['-granted_at', '-pk'],
-                'permissions': [('revoke_consent', 'Can revoke consents and their offline tokens'), ('grant_enduring_consent', 'Can grant enduring consents')],
+                "verbose_name": "consent",
+                "verbose_name_plural": "consents",
+                "ordering": ["-granted_at", "-pk"],
+                "permissions": [
+                    ("revoke_consent", "Can revoke consents and their offline tokens"),
+                    ("grant_enduring_consent", "Can grant enduring consents"),
+                ],
             },
         ),
         migrations.CreateModel(
-            name='ConsentEvent',
+            name="ConsentEvent",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('action', models.CharField(choices=[('granted', 'Granted'), ('renewed', 'Renewed'), ('revoked', 'Revoked'), ('expired', 'Expired')], help_text='What happened.', max_length=16, verbose_name='action')),
-                ('via', models.CharField(choices=[('consent_screen', 'Consent screen'), ('admin', 'Django admin'), ('command', 'Management command'), ('api', 'REST API'), ('user', "The user's connected-apps page"), ('system', 'Automatic (expiry)')], help_text='Where it happened.', max_length=16, verbose_name='via')),
-                ('at', models.DateTimeField(default=django.utils.timezone.now, help_text='When it happened.', verbose_name='at')),
-                ('reason', models.TextField(blank=True, help_text='Why, as given by the actor.', verbose_name='reason')),
-                ('scope', models.TextField(blank=True, help_text="The consent's scopes at that moment.", verbose_name='scopes')),
-                ('actor', models.ForeignKey(blank=True, help_text='Who did it; empty for commands and automatic expiry.', null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL, verbose_name='actor')),
-                ('consent', models.ForeignKey(help_text='The consent this event belongs to.', on_delete=django.db.models.deletion.CASCADE, related_name='events', to='offline_access.consent', verbose_name='consent')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "action",
+                    models.CharField(
+                        choices=[
+                            ("granted", "Granted"),
+                            ("renewed", "Renewed"),
+                            ("revoked", "Revoked"),
+                            ("expired", "Expired"),
+                        ],
+                        help_text="What happened.",
+                        max_length=16,
+                        verbose_name="action",
+                    ),
+                ),
+                (
+                    "via",
+                    models.CharField(
+                        choices=[
+                            ("consent_screen", "Consent screen"),
+                            ("admin", "Django admin"),
+                            ("command", "Management command"),
+                            ("api", "REST API"),
+                            ("user", "The user's connected-apps page"),
+                            ("system", "Automatic (expiry)"),
+                        ],
+                        help_text="Where it happened.",
+                        max_length=16,
+                        verbose_name="via",
+                    ),
+                ),
+                (
+                    "at",
+                    models.DateTimeField(
+                        default=django.utils.timezone.now, help_text="When it happened.", verbose_name="at"
+                    ),
+                ),
+                (
+                    "reason",
+                    models.TextField(
+                        blank=True, help_text="Why, as given by the actor.", verbose_name="reason"
+                    ),
+                ),
+                (
+                    "scope",
+                    models.TextField(
+                        blank=True, help_text="The consent's scopes at that moment.", verbose_name="scopes"
+                    ),
+                ),
+                (
+                    "actor",
+                    models.ForeignKey(
+                        blank=True,
+                        help_text="Who did it; empty for commands and automatic expiry.",
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                        verbose_name="actor",
+                    ),
+                ),
+                (
+                    "consent",
+                    models.ForeignKey(
+                        help_text="The consent this event belongs to.",
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="events",
+                        to="offline_access.consent",
+                        verbose_name="consent",
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'consent event',
-                'verbose_name_plural': 'consent events',
-                'ordering': ['at', 'pk'],
+                "verbose_name": "consent event",
+                "verbose_name_plural": "consent events",
+                "ordering": ["at", "pk"],
             },
         ),
         migrations.CreateModel(
-            name='OfflineTokenFamily',
+            name="OfflineTokenFamily",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('token_family', models.UUIDField(help_text="DOT's token_family shared by every rotation.", unique=True, verbose_name='token family')),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now, help_text='Start of the absolute lifetime.', verbose_name='first issued at')),
-                ('ended_at', models.DateTimeField(blank=True, help_text='When the family was revoked or ran out.', null=True, verbose_name='ended at')),
-                ('application', models.ForeignKey(help_text='The client holding the tokens.', on_delete=django.db.models.deletion.CASCADE, related_name='+', to=oauth2_settings.APPLICATION_MODEL, verbose_name='client')),
-                ('consent', models.ForeignKey(blank=True, help_text='The consent the refresh token was issued under. Empty means none: it cannot refresh.', null=True, on_delete=django.db.models.deletion.CASCADE, related_name='token_families', to='offline_access.consent', verbose_name='consent')),
-                ('user', models.ForeignKey(help_text='The user the tokens act for.', on_delete=django.db.models.deletion.CASCADE, related_name='+', to=settings.AUTH_USER_MODEL, verbose_name='user')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "token_family",
+                    models.UUIDField(
+                        help_text="DOT's token_family shared by every rotation.",
+                        unique=True,
+                        verbose_name="token family",
+                    ),
+                ),
+                (
+                    "created_at",
+                    models.DateTimeField(
+                        default=django.utils.timezone.now,
+                        help_text="Start of the absolute lifetime.",
+                        verbose_name="first issued at",
+                    ),
+                ),
+                (
+                    "ended_at",
+                    models.DateTimeField(
+                        blank=True,
+                        help_text="When the family was revoked or ran out.",
+                        null=True,
+                        verbose_name="ended at",
+                    ),
+                ),
+                (
+                    "application",
+                    models.ForeignKey(
+                        help_text="The client holding the tokens.",
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="+",
+                        to=oauth2_settings.APPLICATION_MODEL,
+                        verbose_name="client",
+                    ),
+                ),
+                (
+                    "consent",
+                    models.ForeignKey(
+                        blank=True,
+                        help_text="The consent the refresh token was issued under. Empty means none: it cannot refresh.",
+                        null=True,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="token_families",
+                        to="offline_access.consent",
+                        verbose_name="consent",
+                    ),
+                ),
+                (
+                    "user",
+                    models.ForeignKey(
+                        help_text="The user the tokens act for.",
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                        verbose_name="user",
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'offline token family',
-                'verbose_name_plural': 'offline token families',
+                "verbose_name": "offline token family",
+                "verbose_name_plural": "offline token families",
             },
         ),
         migrations.AddIndex(
-            model_name='consent',
-            index=models.Index(fields=['application', 'status'], name='offline_acc_applica_930ea8_idx'),
+            model_name="consent",
+            index=models.Index(fields=["application", "status"], name="offline_acc_applica_930ea8_idx"),
         ),
         migrations.AddConstraint(
-            model_name='consent',
-            constraint=models.UniqueConstraint(condition=models.Q(('status', 'active')), fields=('user', 'application', 'kind'), name='offline_access_one_active_consent_per_kind'),
+            model_name="consent",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("status", "active")),
+                fields=("user", "application", "kind"),
+                name="offline_access_one_active_consent_per_kind",
+            ),
         ),
         migrations.AddIndex(
-            model_name='offlinetokenfamily',
-            index=models.Index(fields=['user', 'application'], name='offline_acc_user_id_3e11b5_idx'),
+            model_name="offlinetokenfamily",
+            index=models.Index(fields=["user", "application"], name="offline_acc_user_id_3e11b5_idx"),
         ),
     ]

@@ -45,4 +45,3 @@ class Command(BaseCommand):
             f"Revoked {result.consents} consent(s), {result.refresh_tokens} refresh token(s) and "
             f"{result.access_tokens} access token(s) of user {user.get_username()!r} for {target}."
         )
-
