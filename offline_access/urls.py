@@ -4,11 +4,15 @@ Include under the ``oauth2_provider`` namespace, as DOT's own URLs are, so that
 ``reverse("oauth2_provider:authorize")`` and OpenID discovery point at these views::
 
     path("o/", include("offline_access.urls"))
+
+DOT's application-management and dynamic-registration views are left out: a
+site that wants them includes them itself, deliberately.
 """
 
 from __future__ import annotations
 
-from django.urls import path, re_path
+from django.urls import URLPattern, path, re_path
+from django.views.decorators.debug import sensitive_post_parameters
 from oauth2_provider import urls as dot_urls
 
 from . import views
@@ -16,6 +20,22 @@ from . import views
 app_name = "oauth2_provider"
 
 _REPLACED = {"authorize", "oidc-connect-discovery-info"}
+
+#: POST fields that carry secrets at these endpoints. Django's error reports
+#: (500 e-mails, DEBUG pages) show them as stars instead of the token.
+_SECRET_FIELDS = {
+    "token": ("refresh_token", "code", "code_verifier", "client_secret", "password", "device_code"),
+    "revoke-token": ("token", "client_secret"),
+    "introspect": ("token", "client_secret"),
+}
+
+
+def _hide_secrets(pattern: URLPattern) -> URLPattern:
+    fields = _SECRET_FIELDS.get(pattern.name or "")
+    if not fields:
+        return pattern
+    return URLPattern(pattern.pattern, sensitive_post_parameters(*fields)(pattern.callback), name=pattern.name)
+
 
 urlpatterns = [
     path("authorize/", views.OfflineAccessAuthorizationView.as_view(), name="authorize"),
@@ -25,9 +45,7 @@ urlpatterns = [
         name="oidc-connect-discovery-info",
     ),
 ] + [
-    pattern
-    # DOT's application-management and dynamic-registration views are left out:
-    # a site that wants them includes them itself, deliberately.
+    _hide_secrets(pattern)
     for pattern in dot_urls.metadata_urlpatterns + dot_urls.base_urlpatterns + dot_urls.oidc_urlpatterns
-    if getattr(pattern, "name", None) not in _REPLACED
+    if pattern.name not in _REPLACED
 ]
