@@ -1,0 +1,9 @@
+from django.apps import AppConfig
+
+
+class DemoConfig(AppConfig):
+    """Demo-only pieces of example_project: the home page and the seed/demo commands."""
+
+    name = "example_project.demo"
+    label = "demo"
+    verbose_name = "Offline access demo"

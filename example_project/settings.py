@@ -1,0 +1,151 @@
+"""Settings for the demo OpenID Provider (example_project).
+
+Configured from the environment so the same file serves the demo, the test
+suite (tests/settings.py builds on it) and a PostgreSQL run:
+
+- ``DJANGO_DEBUG``: "1"/"true" or "0"/"false"; defaults to true for the demo.
+- ``DJANGO_SECRET_KEY``: required for anything but a local demo.
+- ``DJANGO_ALLOWED_HOSTS``: extra host names, comma separated.
+- ``DATABASE_URL``: dj-database-url syntax; empty or unset means SQLite in
+  ``db.sqlite3`` at the repository root.
+- ``OIDC_RSA_PRIVATE_KEY``: PEM key that signs ID tokens; unset means a key
+  generated once and kept in ``var/oidc.key``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dj_database_url
+
+from example_project.signing_key import load_or_create_rsa_private_key
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def _env_bool(name: str, default: bool) -> bool:
+    value = os.environ.get(name, "").strip().lower()
+    if not value:
+        return default
+    return value in {"1", "true", "yes", "on"}
+
+
+DEBUG = _env_bool("DJANGO_DEBUG", default=True)
+
+# INSECURE demo default, public in this repository: never use it outside a local demo.
+SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY") or "django-insecure-offline-access-demo-key-do-not-deploy"
+
+ALLOWED_HOSTS = ["127.0.0.1", "localhost", "testserver"] + [
+    host.strip() for host in os.environ.get("DJANGO_ALLOWED_HOSTS", "").split(",") if host.strip()
+]
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "oauth2_provider",
+    "offline_access",
+    "example_project.demo",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "example_project.urls"
+WSGI_APPLICATION = "example_project.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "example_project" / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+_database_url = os.environ.get("DATABASE_URL", "").strip()
+DATABASES = {
+    "default": (
+        dj_database_url.parse(_database_url)
+        if _database_url
+        else {"ENGINE": "django.db.backends.sqlite3", "NAME": BASE_DIR / "db.sqlite3"}
+    )
+}
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+
+X_FRAME_OPTIONS = "DENY"
+LOGIN_URL = "/accounts/login/"
+LOGIN_REDIRECT_URL = "/"
+
+OAUTH2_PROVIDER = {
+    # The app's validator enforces the offline_access issuance rules (SPEC.md P1-P8).
+    "OAUTH2_VALIDATOR_CLASS": "offline_access.validators.OfflineAccessValidator",
+    # An OpenID Provider, not only an OAuth 2.0 server: offline_access is an OIDC scope.
+    "OIDC_ENABLED": True,
+    "OIDC_RSA_PRIVATE_KEY": os.environ.get("OIDC_RSA_PRIVATE_KEY")
+    or load_or_create_rsa_private_key(BASE_DIR / "var" / "oidc.key"),
+    # OIDC scopes plus one API scope; the descriptions appear on the consent screen.
+    "SCOPES": {
+        "openid": "Sign you in with your account",
+        "profile": "See your name and username",
+        "email": "See your email address",
+        "read": "Read your data",
+        "offline_access": "Keep access while you are away (offline access)",
+    },
+    # DOT's default ("__all__") would hand out every scope, offline_access
+    # included, to a request that names none.
+    "DEFAULT_SCOPES": ["openid"],
+    # Already DOT's default; stated because native clients depend on it.
+    "PKCE_REQUIRED": True,
+    # Rotation (DOT's default) with reuse protection: a refresh token works once;
+    # replaying an old one, a sign it was stolen, revokes the whole token family.
+    "ROTATE_REFRESH_TOKEN": True,
+    "REFRESH_TOKEN_REUSE_PROTECTION": True,
+    # ...but a client on a bad network may send a refresh, lose the response
+    # and retry: for 30 s the rotated token still works instead of counting as
+    # a replay.
+    "REFRESH_TOKEN_GRACE_PERIOD_SECONDS": 30,
+    # Lets a client end the user's browser session (OIDC RP-Initiated Logout)...
+    "OIDC_RP_INITIATED_LOGOUT_ENABLED": True,
+    # ...but logging out must not end offline access: offline tokens exist for
+    # when the user is away, and end when the consent behind them is revoked.
+    "OIDC_RP_INITIATED_LOGOUT_DELETE_TOKENS": False,
+    # Short-lived access tokens (DOT defaults to 10 hours): long-lived access
+    # goes through the refresh token, which is checked against consent.
+    "ACCESS_TOKEN_EXPIRE_SECONDS": 600,
+}
+
+# Every key keeps its documented default (see the README's configuration reference).
+OFFLINE_ACCESS: dict[str, object] = {}
