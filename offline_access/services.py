@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.db import IntegrityError, transaction
-from django.db.models import Exists, OuterRef, Q, QuerySet, Subquery
+from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 from oauth2_provider.models import get_access_token_model, get_grant_model, get_refresh_token_model
 
@@ -194,25 +194,24 @@ def revoke_token_families(families: QuerySet[OfflineTokenFamily]) -> RevocationR
         return _revoke_families(families, now=timezone.now())
 
 
-def link_token_family(*, token_family, user, application) -> None:
-    """Record a new refresh-token family under the consent that covers it.
+def covering_consent(user, application) -> QuerySet[Consent]:
+    """The active consent a new refresh-token family is issued under (pk only, at most one).
 
-    Called by the validator inside DOT's token transaction. The consent is found
-    by a subquery inside the INSERT so the code exchange costs one query more
-    than in plain DOT. An interactive consent is preferred when both kinds are
-    active: it is the one the user gave most directly.
+    An interactive consent is preferred when both kinds are active: it is the one
+    the user gave most directly. ``user`` and ``application`` may be ``OuterRef``s.
     """
-    covering = (
+    return (
         Consent.objects.active()
         .filter(user=user, application=application)
         .order_by("-kind", "-granted_at")  # "interactive" sorts after "enduring"
         .values("pk")[:1]
     )
-    OfflineTokenFamily.objects.create(
-        token_family=token_family,
-        user=user,
-        application=application,
-        consent_id=Subquery(covering),
+
+
+def link_token_family(*, token_family, user, application, consent_id) -> OfflineTokenFamily:
+    """Record a new refresh-token family (device) under the consent that covers it."""
+    return OfflineTokenFamily.objects.create(
+        token_family=token_family, user=user, application=application, consent_id=consent_id
     )
 
 

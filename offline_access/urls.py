@@ -30,11 +30,13 @@ _SECRET_FIELDS = {
 }
 
 
-def _hide_secrets(pattern: URLPattern) -> URLPattern:
+def _harden(pattern: URLPattern) -> URLPattern:
+    """Refuse NUL bytes at every DOT endpoint and hide secrets from error reports."""
+    callback = views.refuse_nul_bytes(pattern.callback)
     fields = _SECRET_FIELDS.get(pattern.name or "")
-    if not fields:
-        return pattern
-    return URLPattern(pattern.pattern, sensitive_post_parameters(*fields)(pattern.callback), name=pattern.name)
+    if fields:
+        callback = sensitive_post_parameters(*fields)(callback)
+    return URLPattern(pattern.pattern, callback, name=pattern.name)
 
 
 urlpatterns = [
@@ -45,7 +47,7 @@ urlpatterns = [
         name="oidc-connect-discovery-info",
     ),
 ] + [
-    _hide_secrets(pattern)
+    _harden(pattern)
     for pattern in dot_urls.metadata_urlpatterns + dot_urls.base_urlpatterns + dot_urls.oidc_urlpatterns
     if pattern.name not in _REPLACED
 ]

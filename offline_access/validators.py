@@ -7,9 +7,12 @@ gathers facts from DOT's request objects and applies the outcome.
 
 from __future__ import annotations
 
+import json
 import logging
 
+from django.db.models import OuterRef, Subquery
 from django.utils import timezone
+from oauth2_provider.models import get_grant_model
 from oauth2_provider.oauth2_validators import OAuth2Validator
 from oauth2_provider.scopes import get_scopes_backend
 
@@ -18,9 +21,6 @@ from .conf import settings
 from .models import Consent, OfflineTokenFamily
 
 log = logging.getLogger("offline_access")
-
-#: Grant types whose authorization step already applied SPEC P2 to the scopes.
-_CONSENTED_GRANT_TYPES = frozenset({"authorization_code", "refresh_token"})
 
 
 def client_may_have_offline_access(application, request=None) -> bool:
@@ -73,20 +73,25 @@ class OfflineAccessValidator(OAuth2Validator):
         return super().save_bearer_token(token, request, *args, **kwargs)
 
     def _offline_access_granted(self, request) -> bool:
-        if request.grant_type in _CONSENTED_GRANT_TYPES:
-            # The code's scopes passed the authorization step (SPEC P2); a refresh
-            # token's family passed validate_refresh_token (SPEC P6).
+        if request.grant_type == "refresh_token":
+            # The token's family and consent passed validate_refresh_token (SPEC P6).
             return True
+        if request.grant_type == "authorization_code":
+            # The code's scopes passed the authorization step (SPEC P2); the consent
+            # must still be in force now (it may have expired since).
+            return getattr(request, "offline_access_consent_id", None) is not None
         if request.grant_type == "password" and request.user is not None:
             if not client_may_have_offline_access(request.client, request):
                 return False
-            has_enduring = (
+            request.offline_access_consent_id = (
                 Consent.objects.active()
                 .filter(user=request.user, application=request.client, kind=Consent.Kind.ENDURING)
-                .exists()
+                .values_list("pk", flat=True)
+                .first()
             )
             return policy.direct_grant_keeps_offline_access(
-                grant_type=request.grant_type, has_enduring_consent=has_enduring
+                grant_type=request.grant_type,
+                has_enduring_consent=request.offline_access_consent_id is not None,
             )
         # Client credentials act for no user; grant types this app does not know yet
         # (such as the device grant) get no offline access rather than a guess.
@@ -109,9 +114,45 @@ class OfflineAccessValidator(OAuth2Validator):
         if previous_refresh_token is None:
             # A new device or installation: tie its family to the consent behind it.
             services.link_token_family(
-                token_family=refresh_token.token_family, user=request.user, application=request.client
+                token_family=refresh_token.token_family,
+                user=request.user,
+                application=request.client,
+                consent_id=request.offline_access_consent_id,
             )
         return refresh_token
+
+    # Exchanging a code ------------------------------------------------------------
+
+    def validate_code(self, client_id, code, client, request, *args, **kwargs):
+        """DOT's code validation, with the consent looked up in the same query.
+
+        Does what DOT's ``validate_code`` does (an unexpired code of this client sets
+        the request's scopes, user, nonce and claims), but loads the user with the
+        code and the id of the consent covering it as an annotation. DOT needs two
+        queries for this; one more for the consent would break the app's budget of
+        one query over plain DOT per token request.
+        """
+        grant = (
+            get_grant_model()
+            .objects.select_related("user")
+            .annotate(
+                offline_access_consent_id=Subquery(
+                    services.covering_consent(OuterRef("user_id"), OuterRef("application_id"))
+                )
+            )
+            .filter(code=code, application=client)
+            .first()
+        )
+        if grant is None or grant.is_expired():
+            return False
+        request.scopes = grant.scope.split(" ")
+        request.user = grant.user
+        if grant.nonce:
+            request.nonce = grant.nonce
+        if grant.claims:
+            request.claims = json.loads(grant.claims)
+        request.offline_access_consent_id = grant.offline_access_consent_id
+        return True
 
     # Refreshing -------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ discovery and every ``reverse("oauth2_provider:authorize")`` keep working.
 from __future__ import annotations
 
 import json
+from functools import wraps
 from urllib.parse import parse_qsl, urlencode, urlparse
 
 from django.contrib.auth.views import redirect_to_login
@@ -45,6 +46,34 @@ _SIGNED_CREDENTIALS = (
 )
 
 
+def has_nul_byte(request) -> bool:
+    """True when a query or form parameter holds a NUL byte.
+
+    No OAuth parameter may contain one (RFC 6749 appendix A), and PostgreSQL
+    refuses to store or even compare text containing it, so DOT would answer
+    such a request with a 500. It is refused up front instead.
+    """
+    params = [*request.GET.lists()]
+    if request.method == "POST":
+        params += request.POST.lists()
+    return any("\x00" in name or any("\x00" in value for value in values) for name, values in params)
+
+
+def refuse_nul_bytes(view):
+    """Wrap a DOT endpoint so a NUL byte gets ``400 invalid_request`` instead of a 500."""
+
+    @wraps(view)
+    def wrapper(request, *args, **kwargs):
+        if has_nul_byte(request):
+            return JsonResponse(
+                {"error": "invalid_request", "error_description": "Parameters must not contain NUL bytes."},
+                status=400,
+            )
+        return view(request, *args, **kwargs)
+
+    return wrapper
+
+
 def _create_enabled() -> bool:
     return bool(oauth2_settings.OIDC_RP_INITIATED_REGISTRATION_ENABLED)
 
@@ -59,6 +88,11 @@ class OfflineAccessAuthorizationView(AuthorizationView):
     """
 
     form_class = ConsentForm
+
+    def dispatch(self, request, *args, **kwargs):
+        if has_nul_byte(request):
+            return self._invalid_request("Parameters must not contain NUL bytes.")
+        return super().dispatch(request, *args, **kwargs)
 
     def get_template_names(self) -> list[str]:
         return [settings.CONSENT_TEMPLATE]
@@ -99,7 +133,7 @@ class OfflineAccessAuthorizationView(AuthorizationView):
             credentials["resource"] = resources
 
         scopes, offline_via = policy.authorization_scopes(
-            scopes,
+            dict.fromkeys(scopes),  # a repeated scope name is one scope
             response_type=credentials.get("response_type", ""),
             prompt=prompt,
             client_may_have_offline_access=client_may_have_offline_access(application, self.request),

@@ -1,0 +1,192 @@
+"""Pinned query counts on the hot paths (CONVENTIONS: Tests), and the cost over stock DOT.
+
+The token endpoint is measured for the two requests that matter to this app: the
+code exchange that issues an offline refresh token, and a refresh with rotation.
+Each is pinned with a named constant and compared with the same request served
+by DOT's stock ``OAuth2Validator``: the consent bookkeeping may cost at most one
+query more than plain DOT.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import pytest
+from django.conf import settings
+from django.db import connection
+from django.test import override_settings
+from django.test.utils import CaptureQueriesContext
+from oauth2_provider.settings import oauth2_settings
+from oauth2_provider.views.mixins import OAuthLibMixin
+
+from .oauth import authorize_url, consent_form_data, exchange_code, get_code, refresh
+
+#: POST /o/token/ exchanging a code granted with offline_access (issues a refresh token).
+CODE_EXCHANGE_QUERIES = 20
+#: POST /o/token/ with a refresh token, rotation on (issues a new pair).
+REFRESH_QUERIES = 24
+#: GET /o/authorize/ rendering the consent screen for a logged-in user.
+CONSENT_SCREEN_QUERIES = 5
+#: POST /o/authorize/ "Allow" with prompt=consent: the first consent is created, the code saved.
+CONSENT_POST_QUERIES = 12
+#: The same POST when an interactive consent exists already: it is renewed.
+CONSENT_RENEWAL_POST_QUERIES = 10
+
+#: How many more queries than stock DOT the app may spend on a token request.
+ALLOWED_OVERHEAD = 1
+
+STOCK_VALIDATOR = "oauth2_provider.oauth2_validators.OAuth2Validator"
+
+
+def _forget_oauthlib_cores() -> None:
+    """DOT caches one oauthlib server (with its validator) per view class; drop them all."""
+    classes = [OAuthLibMixin]
+    while classes:
+        cls = classes.pop()
+        classes.extend(cls.__subclasses__())
+        if "_oauthlib_core" in vars(cls):
+            delattr(cls, "_oauthlib_core")
+
+
+@contextmanager
+def stock_dot():
+    """Serve the token endpoint with DOT's own validator, everything else unchanged."""
+    dot_settings = {**settings.OAUTH2_PROVIDER, "OAUTH2_VALIDATOR_CLASS": STOCK_VALIDATOR}
+    _forget_oauthlib_cores()
+    try:
+        with override_settings(OAUTH2_PROVIDER=dot_settings):
+            oauth2_settings.reload()
+            assert oauth2_settings.OAUTH2_VALIDATOR_CLASS.__module__ == "oauth2_provider.oauth2_validators"
+            yield
+    finally:
+        oauth2_settings.reload()
+        _forget_oauthlib_cores()
+
+
+@pytest.fixture(autouse=True)
+def fresh_oauthlib_cores():
+    _forget_oauthlib_cores()
+    oauth2_settings.reload()
+    yield
+    _forget_oauthlib_cores()
+    oauth2_settings.reload()
+
+
+def count_queries(request) -> tuple[int, object]:
+    with CaptureQueriesContext(connection) as queries:
+        response = request()
+    return len(queries), response
+
+
+def offline_tokens(browser, api, application) -> dict:
+    code = get_code(browser, application, prompt="consent")
+    response = exchange_code(api, application, code)
+    assert response.status_code == 200, response.content
+    return response.json()
+
+
+# Token endpoint ----------------------------------------------------------------------------------
+
+
+def test_code_exchange_query_count(browser, api, application, django_assert_num_queries):
+    code = get_code(browser, application, prompt="consent")
+
+    with django_assert_num_queries(CODE_EXCHANGE_QUERIES):
+        response = exchange_code(api, application, code)
+
+    assert response.status_code == 200, response.content
+    assert "refresh_token" in response.json()
+
+
+def test_refresh_query_count(browser, api, application, django_assert_num_queries):
+    tokens = offline_tokens(browser, api, application)
+
+    with django_assert_num_queries(REFRESH_QUERIES):
+        response = refresh(api, application, tokens["refresh_token"])
+
+    assert response.status_code == 200, response.content
+    assert response.json()["refresh_token"] != tokens["refresh_token"]
+
+
+def test_code_exchange_costs_at_most_one_query_more_than_stock_dot(browser, api, application):
+    ours_code = get_code(browser, application, prompt="consent")
+    stock_code = get_code(browser, application, prompt="consent")
+
+    ours, response = count_queries(lambda: exchange_code(api, application, ours_code))
+    assert response.status_code == 200, response.content
+    assert "refresh_token" in response.json()
+    with stock_dot():
+        stock, response = count_queries(lambda: exchange_code(api, application, stock_code))
+    assert response.status_code == 200, response.content
+    assert "refresh_token" in response.json()
+
+    assert ours == CODE_EXCHANGE_QUERIES
+    assert ours <= stock + ALLOWED_OVERHEAD, (ours, stock)
+
+
+def test_refresh_costs_at_most_one_query_more_than_stock_dot(browser, api, application):
+    ours_tokens = offline_tokens(browser, api, application)
+    stock_code = get_code(browser, application, prompt="consent")
+    with stock_dot():
+        stock_tokens = exchange_code(api, application, stock_code).json()
+
+    ours, response = count_queries(lambda: refresh(api, application, ours_tokens["refresh_token"]))
+    assert response.status_code == 200, response.content
+    assert response.json()["refresh_token"] != ours_tokens["refresh_token"]
+    with stock_dot():
+        stock, response = count_queries(lambda: refresh(api, application, stock_tokens["refresh_token"]))
+    assert response.status_code == 200, response.content
+    assert response.json()["refresh_token"] != stock_tokens["refresh_token"]
+
+    assert ours == REFRESH_QUERIES
+    assert ours <= stock + ALLOWED_OVERHEAD, (ours, stock)
+
+
+def test_query_counts_do_not_grow_with_earlier_grants(browser, api, application, django_assert_num_queries):
+    """Earlier consents, codes and token families of the same user do not add queries."""
+    for _ in range(3):
+        tokens = offline_tokens(browser, api, application)
+        refresh(api, application, tokens["refresh_token"])
+    code = get_code(browser, application, prompt="consent")
+
+    with django_assert_num_queries(CODE_EXCHANGE_QUERIES):
+        tokens = exchange_code(api, application, code).json()
+    with django_assert_num_queries(REFRESH_QUERIES):
+        response = refresh(api, application, tokens["refresh_token"])
+    assert response.status_code == 200, response.content
+
+
+# Consent screen ------------------------------------------------------------------------------------
+
+
+def test_consent_screen_query_count(browser, application, django_assert_num_queries):
+    url = authorize_url(application, prompt="consent")
+
+    with django_assert_num_queries(CONSENT_SCREEN_QUERIES):
+        response = browser.get(url)
+
+    assert response.status_code == 200
+    assert response.context["offline_access"] is True
+
+
+def test_consent_post_query_count(browser, application, django_assert_num_queries):
+    url = authorize_url(application, prompt="consent")
+    data = {**consent_form_data(browser.get(url)), "decision": "allow"}
+
+    with django_assert_num_queries(CONSENT_POST_QUERIES):
+        response = browser.post(url, data)
+
+    assert response.status_code == 302
+    assert "code=" in response["Location"]
+
+
+def test_consent_renewal_post_query_count(browser, application, django_assert_num_queries):
+    get_code(browser, application, prompt="consent")
+    url = authorize_url(application, prompt="consent")
+    data = {**consent_form_data(browser.get(url)), "decision": "allow"}
+
+    with django_assert_num_queries(CONSENT_RENEWAL_POST_QUERIES):
+        response = browser.post(url, data)
+
+    assert response.status_code == 302
+    assert "code=" in response["Location"]
