@@ -249,7 +249,7 @@ def _end_consents(
 
 
 def _revoke_families(families: QuerySet[OfflineTokenFamily], *, now) -> RevocationResult:
-    """Revoke every refresh and access token of ``families`` in three statements.
+    """Revoke every refresh and access token of ``families`` in four statements.
 
     Access tokens are expired rather than deleted: one UPDATE whatever their
     number, and DOT treats an expired token as invalid everywhere (resource
@@ -259,6 +259,11 @@ def _revoke_families(families: QuerySet[OfflineTokenFamily], *, now) -> Revocati
     refresh_model = get_refresh_token_model()
     access_model = get_access_token_model()
     family_refresh_tokens = refresh_model.objects.filter(token_family__in=families.values("token_family"))
+    # Wait for rotations in flight: DOT holds the lock on the refresh token it
+    # rotates until it commits the new pair. Each statement below then starts
+    # after that commit and sees the new tokens (PostgreSQL's READ COMMITTED takes
+    # a snapshot per statement); without the wait they would escape revocation.
+    list(family_refresh_tokens.filter(revoked__isnull=True).select_for_update().values_list("pk", flat=True))
     access_tokens = access_model.objects.filter(
         Q(pk__in=family_refresh_tokens.values("access_token_id"))
         | Q(source_refresh_token__in=family_refresh_tokens.values("pk")),

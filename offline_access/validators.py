@@ -15,12 +15,25 @@ from django.utils import timezone
 from oauth2_provider.models import get_grant_model
 from oauth2_provider.oauth2_validators import OAuth2Validator
 from oauth2_provider.scopes import get_scopes_backend
+from oauthlib.oauth2.rfc6749.errors import InvalidGrantError
 
 from . import OFFLINE_ACCESS_SCOPE, policy, services
 from .conf import settings
 from .models import Consent, OfflineTokenFamily
 
 log = logging.getLogger("offline_access")
+
+
+class _RevokedWhileRefreshing(InvalidGrantError):
+    """``invalid_grant`` raised from inside DOT's token transaction.
+
+    DOT turns it into the response with the error's own headers, which for a
+    validation-time error oauthlib would have filled in.
+    """
+
+    @property
+    def headers(self):
+        return {**super().headers, "Content-Type": "application/json", "Cache-Control": "no-store"}
 
 
 def client_may_have_offline_access(application, request=None) -> bool:
@@ -98,6 +111,11 @@ class OfflineAccessValidator(OAuth2Validator):
         return False
 
     def _create_access_token(self, expires, request, token, source_refresh_token=None):
+        if source_refresh_token is not None and source_refresh_token.revoked is not None:
+            # DOT re-read the refresh token under a row lock before rotating it; it was
+            # revoked after validate_refresh_token saw it (a revocation racing this
+            # refresh). Refuse, which rolls back the rotation.
+            raise _RevokedWhileRefreshing(description="The refresh token was revoked.", request=request)
         if getattr(request, "offline_access_dropped", False):
             presented = request.refresh_token_instance
             family = OfflineTokenFamily.objects.filter(token_family=presented.token_family)
