@@ -90,8 +90,14 @@ class OfflineAccessAuthorizationView(AuthorizationView):
     form_class = ConsentForm
 
     def dispatch(self, request, *args, **kwargs):
+        # Malformed requests are refused before anything else, login included: a
+        # user should not sign in only to learn the client sent a broken request.
         if has_nul_byte(request):
             return self._invalid_request("Parameters must not contain NUL bytes.")
+        try:
+            self.prompt = policy.parse_prompt(request.GET.getlist("prompt"), create_enabled=_create_enabled())
+        except policy.PromptError as exc:
+            return self._invalid_request(str(exc))
         return super().dispatch(request, *args, **kwargs)
 
     def get_template_names(self) -> list[str]:
@@ -108,10 +114,7 @@ class OfflineAccessAuthorizationView(AuthorizationView):
     # GET ------------------------------------------------------------------------
 
     def get(self, request, *args, **kwargs):
-        try:
-            prompt = policy.parse_prompt(request.GET.getlist("prompt"), create_enabled=_create_enabled())
-        except policy.PromptError as exc:
-            return self._invalid_request(str(exc))
+        prompt = self.prompt
         if "create" in prompt:
             response = self.handle_prompt_create()
             if response is not None:
@@ -123,7 +126,8 @@ class OfflineAccessAuthorizationView(AuthorizationView):
             scopes, credentials = self.validate_authorization_request(request)
         except OAuthToolkitError as error:
             return self.error_response(error, application=None)
-        application = get_application_model().objects.get(client_id=credentials["client_id"])
+        # DOT's validator loaded the application onto oauthlib's request already.
+        application = credentials["request"].client
         credentials = {key: credentials[key] for key in _SIGNED_CREDENTIALS if credentials.get(key)}
         resources = request.GET.getlist("resource")
         if resources:

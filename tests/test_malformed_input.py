@@ -104,6 +104,13 @@ def test_unknown_or_contradictory_prompt_is_invalid_request(browser, application
     assert_error_page(response, "invalid_request")
 
 
+@pytest.mark.parametrize("prompt", ["bogus", "none login", "none consent"])
+def test_malformed_prompt_is_refused_before_login(application, prompt):
+    """An anonymous user is not sent to log in only to meet the client's error afterwards."""
+    response = Client().get(authorize_query(application, prompt=prompt))
+    assert_error_page(response, "invalid_request")
+
+
 @pytest.mark.parametrize("prompts", [["consent", "consent"], ["login", "consent"], ["none", "none"]])
 def test_repeated_prompt_is_invalid_request(browser, application, prompts):
     response = browser.get(authorize_query(application, prompt=prompts, scope="openid offline_access"))
