@@ -621,7 +621,7 @@ def test_P3_consent_form_max_age_setting_is_honoured(browser, application, monke
 # P4: prompt=none ----------------------------------------------------------------
 
 
-def test_prompt_none_anonymous_gets_login_required(api, application):
+def test_P4_prompt_none_anonymous_gets_login_required(api, application):
     response = api.get(authorize_url(application, prompt="none"))
     assert response["Location"].startswith(application.redirect_uris)
     params = redirect_params(response)
@@ -630,7 +630,7 @@ def test_prompt_none_anonymous_gets_login_required(api, application):
     assert not Grant.objects.exists()
 
 
-def test_prompt_none_logged_in_needing_consent_gets_consent_required(browser, application):
+def test_P4_prompt_none_logged_in_needing_consent_gets_consent_required(browser, application):
     response = browser.get(authorize_url(application, scope="openid", prompt="none"))
     assert response["Location"].startswith(application.redirect_uris)
     params = redirect_params(response)
@@ -639,7 +639,7 @@ def test_prompt_none_logged_in_needing_consent_gets_consent_required(browser, ap
     assert not Grant.objects.exists()
 
 
-def test_prompt_none_with_offline_access_and_only_enduring_consent_never_shows_a_page(
+def test_P4_prompt_none_with_offline_access_and_only_enduring_consent_never_shows_a_page(
     browser, application, enduring_consent
 ):
     response = browser.get(authorize_url(application, scope="openid offline_access", prompt="none"))
@@ -647,7 +647,7 @@ def test_prompt_none_with_offline_access_and_only_enduring_consent_never_shows_a
     assert response["Location"].startswith(application.redirect_uris)
 
 
-def test_prompt_none_skip_authorization_app_gets_a_code(browser, api, skip_application):
+def test_P4_prompt_none_skip_authorization_app_gets_a_code(browser, api, skip_application):
     params = redirect_params(browser.get(authorize_url(skip_application, scope="openid", prompt="none")))
     assert "error" not in params
     assert params["state"] == "state-123"
@@ -655,7 +655,7 @@ def test_prompt_none_skip_authorization_app_gets_a_code(browser, api, skip_appli
     assert "id_token" in body
 
 
-def test_prompt_none_with_enduring_consent_gets_refresh_token(browser, api, skip_application, user):
+def test_P4_prompt_none_with_enduring_consent_gets_refresh_token(browser, api, skip_application, user):
     consent = factories.EnduringConsentFactory(user=user, application=skip_application)
     params = redirect_params(
         browser.get(authorize_url(skip_application, scope="openid offline_access", prompt="none"))
@@ -667,7 +667,9 @@ def test_prompt_none_with_enduring_consent_gets_refresh_token(browser, api, skip
     assert family.consent == consent
 
 
-def test_prompt_none_without_enduring_consent_gets_code_but_no_refresh_token(browser, api, skip_application):
+def test_P4_prompt_none_without_enduring_consent_gets_code_but_no_refresh_token(
+    browser, api, skip_application
+):
     params = redirect_params(
         browser.get(authorize_url(skip_application, scope="openid offline_access", prompt="none"))
     )
@@ -677,7 +679,7 @@ def test_prompt_none_without_enduring_consent_gets_code_but_no_refresh_token(bro
     assert token_scopes(body) == {"openid"}
 
 
-def test_prompt_none_with_approval_prompt_auto_and_live_token_gets_a_code(browser, application, user):
+def test_P4_prompt_none_with_approval_prompt_auto_and_live_token_gets_a_code(browser, application, user):
     AccessToken.objects.create(
         user=user,
         application=application,
@@ -701,12 +703,12 @@ def _assert_invalid_request_response(response, application) -> None:
     assert not Grant.objects.exists()
 
 
-def test_prompt_none_combined_with_consent_is_invalid_request(browser, application):
+def test_P4_prompt_none_combined_with_consent_is_invalid_request(browser, application):
     response = browser.get(authorize_url(application, prompt="none consent"))
     _assert_invalid_request_response(response, application)
 
 
-def test_prompt_none_combined_with_consent_is_invalid_request_when_anonymous(api, application):
+def test_P4_prompt_none_combined_with_consent_is_invalid_request_when_anonymous(api, application):
     response = api.get(authorize_url(application, prompt="none consent"))
     _assert_invalid_request_response(response, application)
 
