@@ -259,6 +259,51 @@ class OfflineTokenFamily(models.Model):
         verbose_name = _("offline token family")
         verbose_name_plural = _("offline token families")
         indexes = [models.Index(fields=["user", "application"])]
+        permissions = [("revoke_token_family", "Can revoke offline token families (devices)")]
 
     def __str__(self) -> str:
         return f"Offline token family #{self.pk}"
+
+
+class ClientPolicy(models.Model):
+    """Offline-access rules of one client, overriding the global settings.
+
+    A client without a row follows the defaults: it may get offline access, with
+    ``OFFLINE_ACCESS["REFRESH_TOKEN_IDLE_TIMEOUT"]`` and
+    ``OFFLINE_ACCESS["REFRESH_TOKEN_ABSOLUTE_LIFETIME"]``.
+    """
+
+    application = models.OneToOneField(
+        oauth2_settings.APPLICATION_MODEL,
+        on_delete=models.CASCADE,
+        related_name="offline_access_policy",
+        verbose_name=_("client"),
+        help_text=_("The OAuth client (DOT application) these rules apply to."),
+    )
+    allow_offline_access = models.BooleanField(
+        _("may get offline access"),
+        default=True,
+        help_text=_(
+            "When off, the client never gets a refresh token: offline_access is dropped from its "
+            "requests and its existing refresh tokens stop working."
+        ),
+    )
+    refresh_token_idle_timeout = models.DurationField(
+        _("idle timeout"),
+        null=True,
+        blank=True,
+        help_text=_("Overrides the global idle timeout for this client (e.g. 30 00:00:00 for 30 days)."),
+    )
+    refresh_token_absolute_lifetime = models.DurationField(
+        _("absolute lifetime"),
+        null=True,
+        blank=True,
+        help_text=_("Overrides the global absolute lifetime for this client."),
+    )
+
+    class Meta:
+        verbose_name = _("offline access policy")
+        verbose_name_plural = _("offline access policies")
+
+    def __str__(self) -> str:
+        return f"Offline access policy #{self.pk}"

@@ -134,6 +134,7 @@ class RefreshFacts:
     """What the token endpoint knows when a refresh token is presented (SPEC P6)."""
 
     user_is_active: bool
+    client_may_have_offline_access: bool
     consent_active: bool
     family_ended: bool
     family_created_at: datetime
@@ -145,6 +146,7 @@ class RefreshFacts:
 
 class RefreshRefusal:
     USER_INACTIVE = "user_inactive"
+    CLIENT_NOT_ALLOWED = "client_not_allowed"
     NO_CONSENT = "no_consent"
     FAMILY_ENDED = "family_ended"
     IDLE_TIMEOUT = "idle_timeout"
@@ -155,6 +157,8 @@ def refresh_refusal(facts: RefreshFacts) -> str | None:
     """SPEC P6: why a refresh must be refused (``invalid_grant``), or None if it may proceed."""
     if not facts.user_is_active:
         return RefreshRefusal.USER_INACTIVE
+    if not facts.client_may_have_offline_access:
+        return RefreshRefusal.CLIENT_NOT_ALLOWED
     if facts.family_ended:
         return RefreshRefusal.FAMILY_ENDED
     if not facts.consent_active:

@@ -203,6 +203,8 @@ def covering_consent(user, application) -> QuerySet[Consent]:
     return (
         Consent.objects.active()
         .filter(user=user, application=application)
+        # A client an administrator barred from offline access is covered by nothing.
+        .exclude(application__offline_access_policy__allow_offline_access=False)
         .order_by("-kind", "-granted_at")  # "interactive" sorts after "enduring"
         .values("pk")[:1]
     )

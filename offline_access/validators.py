@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import logging
+from datetime import timedelta
 
+from django.core.exceptions import ObjectDoesNotExist
 from django.db.models import OuterRef, Subquery
 from django.utils import timezone
 from oauth2_provider.models import get_grant_model
@@ -19,7 +21,7 @@ from oauthlib.oauth2.rfc6749.errors import InvalidGrantError
 
 from . import OFFLINE_ACCESS_SCOPE, policy, services
 from .conf import settings
-from .models import Consent, OfflineTokenFamily
+from .models import ClientPolicy, Consent, OfflineTokenFamily
 
 log = logging.getLogger("offline_access")
 
@@ -36,10 +38,34 @@ class _RevokedWhileRefreshing(InvalidGrantError):
         return {**super().headers, "Content-Type": "application/json", "Cache-Control": "no-store"}
 
 
+def client_policy(application) -> ClientPolicy | None:
+    """The client's own offline-access rules, or None when it follows the defaults."""
+    try:
+        return application.offline_access_policy
+    except ObjectDoesNotExist:
+        return None
+
+
 def client_may_have_offline_access(application, request=None) -> bool:
-    """Whether DOT's scopes backend lets this client have ``offline_access`` at all."""
+    """Whether the client may have ``offline_access`` at all.
+
+    Both DOT's scopes backend (the scopes a client may request) and the client's
+    policy in admin (:class:`~offline_access.models.ClientPolicy`) must allow it.
+    """
     available = get_scopes_backend().get_available_scopes(application=application, request=request)
-    return OFFLINE_ACCESS_SCOPE in available
+    if OFFLINE_ACCESS_SCOPE not in available:
+        return False
+    rules = client_policy(application)
+    return rules is None or rules.allow_offline_access
+
+
+def lifetimes(rules: ClientPolicy | None) -> tuple[timedelta | None, timedelta | None]:
+    """The idle timeout and absolute lifetime of a client's token families."""
+    idle, absolute = settings.REFRESH_TOKEN_IDLE_TIMEOUT, settings.REFRESH_TOKEN_ABSOLUTE_LIFETIME
+    if rules is not None:
+        idle = rules.refresh_token_idle_timeout or idle
+        absolute = rules.refresh_token_absolute_lifetime or absolute
+    return idle, absolute
 
 
 class OfflineAccessValidator(OAuth2Validator):
@@ -185,7 +211,7 @@ class OfflineAccessValidator(OAuth2Validator):
             # narrowed one: that would mint a second access token from a used token.
             return False
         family = (
-            OfflineTokenFamily.objects.select_related("consent")
+            OfflineTokenFamily.objects.select_related("consent", "application__offline_access_policy")
             .filter(token_family=presented.token_family)
             .first()
         )
@@ -209,15 +235,18 @@ class OfflineAccessValidator(OAuth2Validator):
         if presented.access_token is not None:
             # Without rotation DOT keeps the refresh token and updates its access token.
             last_refreshed = max(last_refreshed, presented.access_token.updated)
+        rules = client_policy(family.application)
+        idle_timeout, absolute_lifetime = lifetimes(rules)
         return policy.refresh_refusal(
             policy.RefreshFacts(
                 user_is_active=user.is_active,
+                client_may_have_offline_access=rules is None or rules.allow_offline_access,
                 consent_active=consent is not None and consent.state(now) == Consent.Status.ACTIVE,
                 family_ended=family.ended_at is not None,
                 family_created_at=family.created_at,
                 family_last_used_at=last_refreshed,
-                idle_timeout=settings.REFRESH_TOKEN_IDLE_TIMEOUT,
-                absolute_lifetime=settings.REFRESH_TOKEN_ABSOLUTE_LIFETIME,
+                idle_timeout=idle_timeout,
+                absolute_lifetime=absolute_lifetime,
                 now=now,
             )
         )

@@ -26,7 +26,7 @@ CODE_EXCHANGE_QUERIES = 20
 #: POST /o/token/ with a refresh token, rotation on (issues a new pair).
 REFRESH_QUERIES = 24
 #: GET /o/authorize/ rendering the consent screen for a logged-in user.
-CONSENT_SCREEN_QUERIES = 4
+CONSENT_SCREEN_QUERIES = 5
 #: POST /o/authorize/ "Allow" with prompt=consent: the first consent is created, the code saved.
 CONSENT_POST_QUERIES = 12
 #: The same POST when an interactive consent exists already: it is renewed.
