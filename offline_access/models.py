@@ -9,10 +9,22 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db import models
-from django.db.models import Q
+from django.db.models import F, Func, OuterRef, Q, Subquery
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
+from oauth2_provider.models import get_refresh_token_model
 from oauth2_provider.settings import oauth2_settings
+
+
+def _refresh_tokens_of_families(families):
+    return get_refresh_token_model().objects.filter(token_family__in=families.values("token_family"))
+
+
+def _count(queryset):
+    """A scalar subquery counting ``queryset``'s rows: one query for a whole page of rows."""
+    counted = queryset.order_by().annotate(n=Func(F("pk"), function="COUNT")).values("n")
+    return Coalesce(Subquery(counted), 0)
 
 
 class ConsentQuerySet(models.QuerySet):
@@ -23,8 +35,18 @@ class ConsentQuerySet(models.QuerySet):
             Q(expires_at__isnull=True) | Q(expires_at__gt=now)
         )
 
-    def for_client(self, user, application):
-        return self.filter(user=user, application=application)
+    def with_usage(self):
+        """Annotate ``live_tokens`` (unrevoked refresh tokens) and ``last_used`` (latest issue).
+
+        Correlated subqueries, so a page of consents costs one query however many
+        rows it shows.
+        """
+        families = OfflineTokenFamily.objects.filter(consent=OuterRef(OuterRef("pk")))
+        tokens = _refresh_tokens_of_families(families)
+        return self.annotate(
+            live_tokens=_count(tokens.filter(revoked__isnull=True)),
+            last_used=Subquery(tokens.order_by("-created").values("created")[:1]),
+        )
 
 
 class Consent(models.Model):
@@ -162,6 +184,15 @@ class Consent(models.Model):
         return self.status
 
 
+class EnduringConsent(Consent):
+    """Enduring consents only: their own admin screen, where administrators grant them."""
+
+    class Meta:
+        proxy = True
+        verbose_name = _("enduring consent")
+        verbose_name_plural = _("enduring consents")
+
+
 class ConsentEvent(models.Model):
     """One entry of a consent's history (SPEC C4): what happened, who did it, when, why."""
 
@@ -170,6 +201,7 @@ class ConsentEvent(models.Model):
         RENEWED = "renewed", _("Renewed")
         REVOKED = "revoked", _("Revoked")
         EXPIRED = "expired", _("Expired")
+        DEVICES_REVOKED = "devices_revoked", _("Devices revoked (consent kept)")
 
     class Via(models.TextChoices):
         CONSENT_SCREEN = "consent_screen", _("Consent screen")
@@ -210,6 +242,23 @@ class ConsentEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_action_display()} via {self.get_via_display()}"
+
+
+class OfflineTokenFamilyQuerySet(models.QuerySet):
+    def with_activity(self):
+        """Annotate ``last_refreshed`` (newest refresh token) and ``live_tokens`` (unrevoked ones)."""
+        tokens = get_refresh_token_model().objects.filter(token_family=OuterRef("token_family"))
+        return self.annotate(
+            last_refreshed=Subquery(tokens.order_by("-created").values("created")[:1]),
+            live_tokens=_count(tokens.filter(revoked__isnull=True)),
+        )
+
+    def live(self):
+        """Families that can still refresh: not ended and holding an unrevoked refresh token."""
+        tokens = get_refresh_token_model().objects.filter(
+            token_family=OuterRef("token_family"), revoked__isnull=True
+        )
+        return self.filter(ended_at__isnull=True).filter(models.Exists(tokens))
 
 
 class OfflineTokenFamily(models.Model):
@@ -254,6 +303,8 @@ class OfflineTokenFamily(models.Model):
     ended_at = models.DateTimeField(
         _("ended at"), null=True, blank=True, help_text=_("When the family was revoked or ran out.")
     )
+
+    objects = OfflineTokenFamilyQuerySet.as_manager()
 
     class Meta:
         verbose_name = _("offline token family")

@@ -150,6 +150,18 @@ def revoke_offline_access(
     if application is not None:
         consents = consents.filter(application=application)
         families = families.filter(application=application)
+    return revoke_everything(consents=consents, families=families, actor=actor, reason=reason, via=via)
+
+
+def revoke_everything(
+    *,
+    consents: QuerySet[Consent],
+    families: QuerySet[OfflineTokenFamily],
+    actor=None,
+    reason: str = "",
+    via: str,
+) -> RevocationResult:
+    """Revoke the active consents among ``consents`` and every token of ``families``."""
     with transaction.atomic():
         locked = list(consents.filter(status=Consent.Status.ACTIVE).select_for_update())
         result = _end_consents(locked, status=Consent.Status.REVOKED, actor=actor, reason=reason, via=via)
@@ -188,10 +200,32 @@ def end_token_family(family: OfflineTokenFamily) -> RevocationResult:
     return revoke_token_families(OfflineTokenFamily.objects.filter(pk=family.pk))
 
 
-def revoke_token_families(families: QuerySet[OfflineTokenFamily]) -> RevocationResult:
-    """Revoke the tokens of some token families (devices); their consents stay."""
+def revoke_token_families(
+    families: QuerySet[OfflineTokenFamily], *, actor=None, reason: str = "", via: str | None = None
+) -> RevocationResult:
+    """Revoke the tokens of some token families (devices); their consents stay.
+
+    With ``via``, each consent behind a family that had live tokens gets a
+    ``devices_revoked`` event naming the actor (admin and user revocations); the
+    automatic endings (idle timeout, absolute lifetime, a narrowed refresh) pass none.
+    """
+    now = timezone.now()
     with transaction.atomic():
-        return _revoke_families(families, now=timezone.now())
+        affected = []
+        if via is not None:
+            affected = list(
+                Consent.objects.filter(pk__in=families.live().values("consent_id")).select_for_update()
+            )
+        result = _revoke_families(families, now=now)
+        ConsentEvent.objects.bulk_create(
+            [
+                _event(
+                    consent, ConsentEvent.Action.DEVICES_REVOKED, via=via, actor=actor, reason=reason, at=now
+                )
+                for consent in affected
+            ]
+        )
+        return result
 
 
 def covering_consent(user, application) -> QuerySet[Consent]:
