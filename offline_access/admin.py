@@ -15,6 +15,7 @@ from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
 from django.db.models import Q
+from django.http import HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -66,12 +67,14 @@ class FamilyStateFilter(admin.SimpleListFilter):
         return [("live", _("Live")), ("ended", _("Ended")), ("all", _("All"))]
 
     def choices(self, changelist):
-        for choice in super().choices(changelist):
-            if choice["display"] == _("All") and self.value() is None:
-                continue  # the "All" that Django adds would mean "live" here
-            if self.value() is None and choice.get("query_string", "").endswith("state=live"):
-                choice["selected"] = True
-            yield choice
+        # No "All" entry from Django: no parameter means "live" here.
+        value = self.value() or "live"
+        for lookup, title in self.lookup_choices:
+            yield {
+                "selected": value == lookup,
+                "query_string": changelist.get_query_string({self.parameter_name: lookup}),
+                "display": title,
+            }
 
     def queryset(self, request, queryset):
         value = self.value() or "live"
@@ -257,7 +260,7 @@ class ConsentAdminBase(GatedActionsMixin, admin.ModelAdmin):
 
     @admin.display(description=_("state"))
     def state(self, consent):
-        return Consent.Status(consent.state()).label
+        return consent.get_state_display()
 
     @admin.action(description=_("Revoke selected consents and their tokens"))
     def revoke_selected_consents(self, request, queryset):
@@ -342,8 +345,7 @@ class ConsentAdmin(ConsentAdminBase):
                     user=user, actor=request.user, reason=reason, via=ConsentEvent.Via.ADMIN
                 ),
             )
-            if response is not None:
-                return response
+            return response or HttpResponseRedirect(request.path)
         context = {
             **self.admin_site.each_context(request),
             "title": _("Offline access of %(user)s") % {"user": user.get_username()},

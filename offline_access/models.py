@@ -176,6 +176,9 @@ class Consent(models.Model):
     def scopes(self) -> list[str]:
         return self.scope.split()
 
+    def get_state_display(self) -> str:
+        return str(self.Status(self.state()).label)
+
     def state(self, now=None) -> str:
         """``active``, ``revoked`` or ``expired``, with a passed expiry counting as expired."""
         now = now or timezone.now()
