@@ -106,6 +106,11 @@ USE_TZ = True
 STATIC_URL = "static/"
 
 X_FRAME_OPTIONS = "DENY"
+# The demo's signal receiver (example_project/demo/receivers.py) mails the user;
+# the console shows the mail instead of sending it.
+EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
+DEFAULT_FROM_EMAIL = "offline-access-demo@example.com"
+
 LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/"
 

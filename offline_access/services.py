@@ -17,6 +17,7 @@ from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 from oauth2_provider.models import get_access_token_model, get_grant_model, get_refresh_token_model
 
+from . import signals
 from .models import Consent, ConsentEvent, OfflineTokenFamily
 
 Via = ConsentEvent.Via
@@ -73,12 +74,16 @@ def record_interactive_consent(
                     raise
             else:
                 _event(consent, ConsentEvent.Action.GRANTED, via=via, actor=user, at=now).save()
+                signals.send_after_commit(
+                    signals.consent_granted, Consent, consent=consent, actor=user, via=via
+                )
                 return consent
         consent.scope = scope
         consent.granted_at = now
         consent.granted_by = user
         consent.save(update_fields=["scope", "granted_at", "granted_by"])
         _event(consent, ConsentEvent.Action.RENEWED, via=via, actor=user, at=now).save()
+        signals.send_after_commit(signals.consent_renewed, Consent, consent=consent, actor=user, via=via)
         return consent
 
 
@@ -125,6 +130,8 @@ def grant_enduring_consent(
             consent.save(update_fields=["granted_at", "granted_by", "reason", "expires_at"])
             action, created = ConsentEvent.Action.RENEWED, False
         _event(consent, action, via=via, actor=actor, reason=reason, at=now).save()
+        signal = signals.consent_granted if created else signals.consent_renewed
+        signals.send_after_commit(signal, Consent, consent=consent, actor=actor, via=via)
         return consent, created
 
 
@@ -165,7 +172,7 @@ def revoke_everything(
     with transaction.atomic():
         locked = list(consents.filter(status=Consent.Status.ACTIVE).select_for_update())
         result = _end_consents(locked, status=Consent.Status.REVOKED, actor=actor, reason=reason, via=via)
-        extra = _revoke_families(families, now=timezone.now())
+        extra = _revoke_families(families, now=timezone.now(), actor=actor, reason=reason, via=via)
         return RevocationResult(
             consents=result.consents,
             refresh_tokens=result.refresh_tokens + extra.refresh_tokens,
@@ -216,7 +223,7 @@ def revoke_token_families(
             affected = list(
                 Consent.objects.filter(pk__in=families.live().values("consent_id")).select_for_update()
             )
-        result = _revoke_families(families, now=now)
+        result = _revoke_families(families, now=now, actor=actor, reason=reason, via=via)
         ConsentEvent.objects.bulk_create(
             [
                 _event(
@@ -246,9 +253,13 @@ def covering_consent(user, application) -> QuerySet[Consent]:
 
 def link_token_family(*, token_family, user, application, consent_id) -> OfflineTokenFamily:
     """Record a new refresh-token family (device) under the consent that covers it."""
-    return OfflineTokenFamily.objects.create(
+    family = OfflineTokenFamily.objects.create(
         token_family=token_family, user=user, application=application, consent_id=consent_id
     )
+    signals.send_after_commit(
+        signals.offline_token_issued, OfflineTokenFamily, family=family, consent_id=consent_id
+    )
+    return family
 
 
 # Internals -----------------------------------------------------------------
@@ -275,16 +286,28 @@ def _end_consents(
     ConsentEvent.objects.bulk_create(
         [_event(consent, action, via=via, actor=actor, reason=reason, at=now) for consent in consents]
     )
+    for consent in consents:
+        consent.status, consent.ended_at, consent.ended_by, consent.end_reason = status, now, actor, reason
+        if status == Consent.Status.REVOKED:
+            signals.send_after_commit(
+                signals.consent_revoked, Consent, consent=consent, actor=actor, reason=reason, via=via
+            )
+        else:
+            signals.send_after_commit(signals.consent_expired, Consent, consent=consent)
     # Authorization codes not yet exchanged must not turn into tokens after the fact.
     ended = Consent.objects.filter(pk__in=pks)
     get_grant_model().objects.filter(
         Exists(ended.filter(user_id=OuterRef("user_id"), application_id=OuterRef("application_id")))
     ).delete()
-    tokens = _revoke_families(OfflineTokenFamily.objects.filter(consent_id__in=pks), now=now)
+    tokens = _revoke_families(
+        OfflineTokenFamily.objects.filter(consent_id__in=pks), now=now, actor=actor, reason=reason, via=via
+    )
     return RevocationResult(len(pks), tokens.refresh_tokens, tokens.access_tokens)
 
 
-def _revoke_families(families: QuerySet[OfflineTokenFamily], *, now) -> RevocationResult:
+def _revoke_families(
+    families: QuerySet[OfflineTokenFamily], *, now, actor=None, reason: str = "", via: str | None = None
+) -> RevocationResult:
     """Revoke every refresh and access token of ``families`` in four statements.
 
     Access tokens are expired rather than deleted: one UPDATE whatever their
@@ -300,6 +323,16 @@ def _revoke_families(families: QuerySet[OfflineTokenFamily], *, now) -> Revocati
     # after that commit and sees the new tokens (PostgreSQL's READ COMMITTED takes
     # a snapshot per statement); without the wait they would escape revocation.
     list(family_refresh_tokens.filter(revoked__isnull=True).select_for_update().values_list("pk", flat=True))
+    if signals.offline_tokens_revoked.has_listeners(OfflineTokenFamily):
+        revoked_families = list(families.live())  # one more query, only with receivers
+        signals.send_after_commit(
+            signals.offline_tokens_revoked,
+            OfflineTokenFamily,
+            families=revoked_families,
+            actor=actor,
+            reason=reason,
+            via=via,
+        )
     access_tokens = access_model.objects.filter(
         Q(pk__in=family_refresh_tokens.values("access_token_id"))
         | Q(source_refresh_token__in=family_refresh_tokens.values("pk")),

@@ -19,7 +19,7 @@ from oauth2_provider.oauth2_validators import OAuth2Validator
 from oauth2_provider.scopes import get_scopes_backend
 from oauthlib.oauth2.rfc6749.errors import InvalidGrantError
 
-from . import OFFLINE_ACCESS_SCOPE, policy, services
+from . import OFFLINE_ACCESS_SCOPE, policy, services, signals
 from .conf import settings
 from .models import ClientPolicy, Consent, OfflineTokenFamily
 
@@ -109,7 +109,12 @@ class OfflineAccessValidator(OAuth2Validator):
                 # Its refresh token is used up like any rotated one and the family ends.
                 request.offline_access_dropped = True
             token.pop("refresh_token", None)
-        return super().save_bearer_token(token, request, *args, **kwargs)
+        saved = super().save_bearer_token(token, request, *args, **kwargs)
+        if request.grant_type == "refresh_token" and "refresh_token" in token:
+            signals.send_after_commit(
+                signals.offline_token_refreshed, OfflineTokenFamily, family=request.offline_access_family
+            )
+        return saved
 
     def _offline_access_granted(self, request) -> bool:
         if request.grant_type == "refresh_token":
@@ -218,6 +223,7 @@ class OfflineAccessValidator(OAuth2Validator):
         now = timezone.now()
         refusal = self._refresh_refusal(presented, family, request.user, now)
         if refusal is None:
+            request.offline_access_family = family
             return True
         log.info("Refresh refused (%s) for client %s, user %s.", refusal, client.client_id, request.user.pk)
         if refusal == policy.RefreshRefusal.NO_CONSENT and family and family.consent is not None:

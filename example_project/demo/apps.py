@@ -7,3 +7,6 @@ class DemoConfig(AppConfig):
     name = "example_project.demo"
     label = "demo"
     verbose_name = "Offline access demo"
+
+    def ready(self) -> None:
+        from . import receivers  # noqa: F401  (connects the example signal receiver)
