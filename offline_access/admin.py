@@ -507,7 +507,9 @@ class OfflineTokenFamilyAdmin(GatedActionsMixin, admin.ModelAdmin):
             title=_("Revoke token families"),
             consents=Consent.objects.none(),
             families=families,
-            revoke=lambda reason: services.revoke_token_families(families),
+            revoke=lambda reason: services.revoke_token_families(
+                families, actor=request.user, reason=reason, via=ConsentEvent.Via.ADMIN
+            ),
             selected=queryset.values_list("pk", flat=True),
             action="revoke_selected_families",
         )
