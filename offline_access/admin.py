@@ -138,7 +138,11 @@ def confirm_and_revoke(modeladmin, request, *, title, consents, families, revoke
         "consent_count": consents.count(),
         "refresh_token_count": refresh_tokens,
         "access_token_count": access_tokens,
-        "selected": selected,
+        # "Select all N" across pages: resend the flag, not thousands of ids (Django
+        # refuses more than DATA_UPLOAD_MAX_NUMBER_FIELDS fields in one POST).
+        "select_across": request.POST.get("select_across") == "1",
+        # Django runs an action only when at least one checkbox value is posted.
+        "selected": list(selected)[:1] if request.POST.get("select_across") == "1" else selected,
         "action": action,
         "action_checkbox_name": ACTION_CHECKBOX_NAME,
     }
@@ -264,7 +268,8 @@ class ConsentAdminBase(GatedActionsMixin, admin.ModelAdmin):
 
     @admin.action(description=_("Revoke selected consents and their tokens"))
     def revoke_selected_consents(self, request, queryset):
-        consents = Consent.objects.filter(pk__in=queryset.values("pk")).filter(status=Consent.Status.ACTIVE)
+        # Fixed before anything changes: the list's filters may depend on what is revoked.
+        consents = Consent.objects.filter(pk__in=list(queryset.values_list("pk", flat=True))).active()
         return confirm_and_revoke(
             self,
             request,
@@ -289,7 +294,8 @@ class ConsentAdminBase(GatedActionsMixin, admin.ModelAdmin):
         )
 
     def _revoke_everything(self, request, queryset, field, action):
-        owners = queryset.values(field)
+        # Fixed before anything changes: the list's filters may depend on what is revoked.
+        owners = list(queryset.values_list(field, flat=True).distinct())
         consents = Consent.objects.active().filter(**{f"{field}__in": owners})
         families = OfflineTokenFamily.objects.filter(**{f"{field}__in": owners})
         return confirm_and_revoke(
@@ -372,10 +378,11 @@ class EnduringConsentForm(forms.ModelForm):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["reason"].required = True
-        self.fields["reason"].help_text = _(
-            "The agreement this consent stands for (contract, policy). Kept in its history."
-        )
+        if "reason" in self.fields:  # absent on the read-only change page
+            self.fields["reason"].required = True
+            self.fields["reason"].help_text = _(
+                "The agreement this consent stands for (contract, policy). Kept in its history."
+            )
 
     def clean_expires_at(self):
         expires_at = self.cleaned_data.get("expires_at")
@@ -500,7 +507,7 @@ class OfflineTokenFamilyAdmin(GatedActionsMixin, admin.ModelAdmin):
 
     @admin.action(description=_("Revoke selected devices (token families); consents stay"))
     def revoke_selected_families(self, request, queryset):
-        families = OfflineTokenFamily.objects.filter(pk__in=queryset.values("pk"))
+        families = OfflineTokenFamily.objects.filter(pk__in=list(queryset.values_list("pk", flat=True)))
         return confirm_and_revoke(
             self,
             request,

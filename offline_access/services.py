@@ -138,10 +138,13 @@ def grant_enduring_consent(
 def revoke_consents(
     consents: QuerySet[Consent], *, actor=None, reason: str = "", via: str
 ) -> RevocationResult:
-    """SPEC C5: revoke the active consents in ``consents`` and every token issued under them."""
+    """SPEC C5: revoke the consents in force among ``consents`` and every token issued under them.
+
+    A selected consent whose expiry has passed without being processed is marked
+    expired instead (with its own event); its tokens are revoked all the same.
+    """
     with transaction.atomic():
-        locked = list(consents.filter(status=Consent.Status.ACTIVE).select_for_update())
-        return _end_consents(locked, status=Consent.Status.REVOKED, actor=actor, reason=reason, via=via)
+        return _revoke_locked(consents, actor=actor, reason=reason, via=via)
 
 
 def revoke_offline_access(
@@ -170,8 +173,7 @@ def revoke_everything(
 ) -> RevocationResult:
     """Revoke the active consents among ``consents`` and every token of ``families``."""
     with transaction.atomic():
-        locked = list(consents.filter(status=Consent.Status.ACTIVE).select_for_update())
-        result = _end_consents(locked, status=Consent.Status.REVOKED, actor=actor, reason=reason, via=via)
+        result = _revoke_locked(consents, actor=actor, reason=reason, via=via)
         extra = _revoke_families(families, now=timezone.now(), actor=actor, reason=reason, via=via)
         return RevocationResult(
             consents=result.consents,
@@ -273,6 +275,23 @@ def _lock_active(user, application, kind) -> Consent | None:
     )
 
 
+def _revoke_locked(consents: QuerySet[Consent], *, actor, reason: str, via: str) -> RevocationResult:
+    """Lock the active rows of ``consents``; revoke those in force, expire the lapsed ones."""
+    now = timezone.now()
+    locked = list(consents.filter(status=Consent.Status.ACTIVE).select_for_update())
+    lapsed = [consent for consent in locked if consent.expires_at is not None and consent.expires_at <= now]
+    in_force = [consent for consent in locked if consent not in lapsed]
+    expired = _end_consents(lapsed, status=Consent.Status.EXPIRED, via=Via.SYSTEM, now=now)
+    revoked = _end_consents(
+        in_force, status=Consent.Status.REVOKED, actor=actor, reason=reason, via=via, now=now
+    )
+    return RevocationResult(
+        consents=revoked.consents,
+        refresh_tokens=revoked.refresh_tokens + expired.refresh_tokens,
+        access_tokens=revoked.access_tokens + expired.access_tokens,
+    )
+
+
 def _end_consents(
     consents: list[Consent], *, status: str, via: str, actor=None, reason: str = "", now=None
 ) -> RevocationResult:
@@ -308,7 +327,7 @@ def _end_consents(
 def _revoke_families(
     families: QuerySet[OfflineTokenFamily], *, now, actor=None, reason: str = "", via: str | None = None
 ) -> RevocationResult:
-    """Revoke every refresh and access token of ``families`` in four statements.
+    """Revoke every refresh and access token of ``families`` in five statements.
 
     Access tokens are expired rather than deleted: one UPDATE whatever their
     number, and DOT treats an expired token as invalid everywhere (resource
@@ -317,7 +336,13 @@ def _revoke_families(
     """
     refresh_model = get_refresh_token_model()
     access_model = get_access_token_model()
-    family_refresh_tokens = refresh_model.objects.filter(token_family__in=families.values("token_family"))
+    # Fix the set of families first: a caller's queryset may select them by their
+    # live tokens (the admin's default filter), which the statements below change.
+    family_ids = list(families.values_list("token_family", flat=True))
+    if not family_ids:
+        return RevocationResult(0, 0, 0)
+    families = OfflineTokenFamily.objects.filter(token_family__in=family_ids)
+    family_refresh_tokens = refresh_model.objects.filter(token_family__in=family_ids)
     # Wait for rotations in flight: DOT holds the lock on the refresh token it
     # rotates until it commits the new pair. Each statement below then starts
     # after that commit and sees the new tokens (PostgreSQL's READ COMMITTED takes
