@@ -7,6 +7,10 @@ Include under the ``oauth2_provider`` namespace, as DOT's own URLs are, so that
 
 DOT's application-management and dynamic-registration views are left out: a
 site that wants them includes them itself, deliberately.
+
+The app adds the user's connected-apps page (``connected-apps/``): the clients
+holding offline access to the signed-in user's account, each revocable as a
+whole or one device at a time.
 """
 
 from __future__ import annotations
@@ -50,4 +54,18 @@ urlpatterns = [
     _harden(pattern)
     for pattern in dot_urls.metadata_urlpatterns + dot_urls.base_urlpatterns + dot_urls.oidc_urlpatterns
     if pattern.name not in _REPLACED
+]
+
+urlpatterns += [
+    path("connected-apps/", views.connected_apps, name="connected-apps"),
+    path(
+        "connected-apps/<int:consent_id>/revoke/",
+        views.revoke_connected_app,
+        name="connected-apps-revoke",
+    ),
+    path(
+        "connected-apps/device/<int:family_id>/revoke/",
+        views.revoke_connected_device,
+        name="connected-apps-revoke-device",
+    ),
 ]
