@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.db import IntegrityError, transaction
-from django.db.models import Exists, OuterRef, Q, QuerySet
+from django.db.models import Exists, OuterRef, QuerySet
 from django.utils import timezone
 from oauth2_provider.models import get_access_token_model, get_grant_model, get_refresh_token_model
 
@@ -333,16 +333,14 @@ def _revoke_families(
     number, and DOT treats an expired token as invalid everywhere (resource
     servers, introspection, userinfo). Refresh tokens get DOT's own ``revoked``
     timestamp, so DOT's grace period and reuse detection see them as revoked.
+
+    ``families`` is re-evaluated by every statement, so it must not select
+    families by their live tokens (which these statements revoke): callers pass
+    families chosen by consent, user, client or primary key.
     """
     refresh_model = get_refresh_token_model()
     access_model = get_access_token_model()
-    # Fix the set of families first: a caller's queryset may select them by their
-    # live tokens (the admin's default filter), which the statements below change.
-    family_ids = list(families.values_list("token_family", flat=True))
-    if not family_ids:
-        return RevocationResult(0, 0, 0)
-    families = OfflineTokenFamily.objects.filter(token_family__in=family_ids)
-    family_refresh_tokens = refresh_model.objects.filter(token_family__in=family_ids)
+    family_refresh_tokens = refresh_model.objects.filter(token_family__in=families.values("token_family"))
     # Wait for rotations in flight: DOT holds the lock on the refresh token it
     # rotates until it commits the new pair. Each statement below then starts
     # after that commit and sees the new tokens (PostgreSQL's READ COMMITTED takes
@@ -358,10 +356,13 @@ def _revoke_families(
             reason=reason,
             via=via,
         )
-    access_tokens = access_model.objects.filter(
-        Q(pk__in=family_refresh_tokens.values("access_token_id"))
-        | Q(source_refresh_token__in=family_refresh_tokens.values("pk")),
-        expires__gt=now,
+    live_access_tokens = access_model.objects.filter(expires__gt=now)
+    # Two statements rather than one with OR: each then joins through an index.
+    access_tokens = live_access_tokens.filter(pk__in=family_refresh_tokens.values("access_token_id")).update(
+        expires=now
+    )
+    access_tokens += live_access_tokens.filter(
+        source_refresh_token__in=family_refresh_tokens.values("pk")
     ).update(expires=now)
     refresh_tokens = family_refresh_tokens.filter(revoked__isnull=True).update(revoked=now, updated=now)
     families.filter(ended_at__isnull=True).update(ended_at=now)

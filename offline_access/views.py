@@ -415,7 +415,10 @@ def revoke_connected_device(request: HttpRequest, family_id: int) -> HttpRespons
     gone = _("%(name)s no longer has access on that device.") % {"name": application.name}
     if request.method == "POST":
         services.revoke_token_families(
-            device, actor=request.user, reason=USER_REVOCATION_REASON, via=ConsentEvent.Via.USER
+            families.filter(pk=family.pk),  # by key: revoking changes what live() selects
+            actor=request.user,
+            reason=USER_REVOCATION_REASON,
+            via=ConsentEvent.Via.USER,
         )
         return _back_to_list(request, gone)
     if not device.exists():

@@ -59,8 +59,8 @@ USER_OVERVIEW_QUERIES = 5
 #: token families (devices) behind it: session, admin, the changelist's client filter
 #: choices and two counts, the client filter choices again, the selected ids, then the
 #: service's eleven queries (savepoint, lock the consents, update them, insert their events,
-#: delete unexchanged codes, the families' ids, lock the live refresh tokens, expire access
-#: tokens, revoke refresh tokens, end the families, release the savepoint).
+#: delete unexchanged codes, lock the live refresh tokens, expire access tokens in two
+#: statements, revoke refresh tokens, end the families, release the savepoint).
 ADMIN_REVOKE_QUERIES = 18
 
 BATCH = 1000

@@ -35,9 +35,9 @@ Action = ConsentEvent.Action
 
 #: Queries to revoke consents and all their tokens, however many token families
 #: (devices) stand behind them: savepoint, lock the consents, update them, insert
-#: their events, delete unexchanged codes, fix the set of families (their ids), wait
-#: for rotations in flight (lock the live refresh tokens), expire access tokens,
-#: revoke refresh tokens, end the families, release the savepoint.
+#: their events, delete unexchanged codes, wait for rotations in flight (lock the
+#: live refresh tokens), expire access tokens (paired, then refreshed-from: two
+#: statements), revoke refresh tokens, end the families, release the savepoint.
 REVOKE_QUERIES = 11
 
 
