@@ -47,6 +47,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "rest_framework",
     "oauth2_provider",
     "offline_access",
     "example_project.demo",
@@ -128,6 +129,8 @@ OAUTH2_PROVIDER = {
         "email": "See your email address",
         "read": "Read your data",
         "offline_access": "Keep access while you are away (offline access)",
+        # OFFLINE_ACCESS["API_SCOPE"]: lets a token list and revoke the user's connected apps.
+        "connected_apps": "See and revoke the apps connected to your account",
     },
     # DOT's default ("__all__") would hand out every scope, offline_access
     # included, to a request that names none.

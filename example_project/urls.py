@@ -1,5 +1,10 @@
 from django.contrib import admin
 from django.urls import include, path
+from rest_framework.permissions import AllowAny
+from rest_framework.renderers import JSONOpenAPIRenderer
+from rest_framework.schemas import get_schema_view
+
+import offline_access
 
 from example_project.demo.views import home
 
@@ -8,5 +13,19 @@ urlpatterns = [
     path("accounts/", include("django.contrib.auth.urls")),
     # DOT's endpoints plus the app's consent screen; namespaced "oauth2_provider".
     path("o/", include("offline_access.urls")),
+    # The REST API (the "drf" extra) and its OpenAPI schema.
+    path("api/offline-access/", include("offline_access.api.urls")),
+    path(
+        "api/schema/",
+        get_schema_view(
+            title="django-offline-access API",
+            description="Consents and offline tokens, for the signed-in user and for staff.",
+            version=offline_access.__version__,
+            renderer_classes=[JSONOpenAPIRenderer],
+            permission_classes=[AllowAny],
+            public=True,
+        ),
+        name="api-schema",
+    ),
     path("", home, name="home"),
 ]

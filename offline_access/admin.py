@@ -46,14 +46,8 @@ class ConsentStateFilter(admin.SimpleListFilter):
         return Consent.Status.choices
 
     def queryset(self, request, queryset):
-        now = timezone.now()
-        passed = Q(status=Consent.Status.ACTIVE, expires_at__lte=now)
-        if self.value() == Consent.Status.ACTIVE:
-            return queryset.active(now)
-        if self.value() == Consent.Status.EXPIRED:
-            return queryset.filter(Q(status=Consent.Status.EXPIRED) | passed)
-        if self.value() == Consent.Status.REVOKED:
-            return queryset.filter(status=Consent.Status.REVOKED)
+        if self.value() in Consent.Status.values:
+            return queryset.in_state(self.value())
         return queryset
 
 

@@ -88,13 +88,14 @@ def check_settings(app_configs, **kwargs):
                     id="offline_access.E003",
                 )
             )
-    if "CONSENT_TEMPLATE" in value and not isinstance(value["CONSENT_TEMPLATE"], str):
-        errors.append(
-            Error(
-                "OFFLINE_ACCESS['CONSENT_TEMPLATE'] must be a template name (a string).",
-                id="offline_access.E003",
+    for key, meaning in (("CONSENT_TEMPLATE", "a template name"), ("API_SCOPE", "a scope name")):
+        if key in value and not (isinstance(value[key], str) and value[key].strip()):
+            errors.append(
+                Error(
+                    f"OFFLINE_ACCESS[{key!r}] must be {meaning} (a non-empty string).",
+                    id="offline_access.E003",
+                )
             )
-        )
     return errors
 
 

@@ -22,6 +22,9 @@ DEFAULTS: dict[str, Any] = {
     "CONSENT_FORM_MAX_AGE": timedelta(minutes=10),
     # The template of the consent screen.
     "CONSENT_TEMPLATE": "offline_access/consent.html",
+    # The scope a bearer token needs to use the REST API (list and revoke the
+    # user's connected apps; staff endpoints also need the model permissions).
+    "API_SCOPE": "connected_apps",
 }
 
 DURATION_KEYS = frozenset(

@@ -35,6 +35,19 @@ class ConsentQuerySet(models.QuerySet):
             Q(expires_at__isnull=True) | Q(expires_at__gt=now)
         )
 
+    def in_state(self, state: str, now=None):
+        """Consents in ``state`` as users see it: a consent past its expiry is expired."""
+        now = now or timezone.now()
+        if state == Consent.Status.ACTIVE:
+            return self.active(now)
+        if state == Consent.Status.EXPIRED:
+            return self.filter(
+                Q(status=Consent.Status.EXPIRED) | Q(status=Consent.Status.ACTIVE, expires_at__lte=now)
+            )
+        if state == Consent.Status.REVOKED:
+            return self.filter(status=Consent.Status.REVOKED)
+        raise ValueError(f"Unknown consent state {state!r}.")
+
     def with_usage(self):
         """Annotate ``live_tokens`` (unrevoked refresh tokens) and ``last_used`` (latest issue).
 

@@ -1,0 +1,117 @@
+from __future__ import annotations
+
+from django.contrib.auth import get_user_model
+from django.utils import timezone
+from oauth2_provider.models import get_application_model
+from oauth2_provider.scopes import get_scopes_backend
+from rest_framework import serializers
+
+from ..models import Consent, OfflineTokenFamily
+
+
+class ApplicationField(serializers.Serializer):
+    client_id = serializers.CharField()
+    name = serializers.CharField()
+
+
+class ScopesField(serializers.Field):
+    """Each scope with its description, as the consent screen shows it."""
+
+    def to_representation(self, value):
+        descriptions = self.context.setdefault("scope_descriptions", get_scopes_backend().get_all_scopes())
+        return [{"name": name, "description": descriptions.get(name, name)} for name in value.split()]
+
+
+class ConsentSerializer(serializers.ModelSerializer):
+    application = ApplicationField(read_only=True)
+    scopes = ScopesField(source="scope", read_only=True)
+    state = serializers.SerializerMethodField()
+    last_used = serializers.DateTimeField(read_only=True, allow_null=True)
+    live_tokens = serializers.IntegerField(read_only=True)
+
+    class Meta:
+        model = Consent
+        fields = [
+            "id",
+            "application",
+            "kind",
+            "scopes",
+            "state",
+            "created_at",
+            "granted_at",
+            "expires_at",
+            "last_used",
+            "live_tokens",
+            "ended_at",
+        ]
+        read_only_fields = fields
+
+    def get_state(self, consent) -> str:
+        return consent.state()
+
+
+class StaffConsentSerializer(ConsentSerializer):
+    user = serializers.SerializerMethodField()
+    reason = serializers.CharField(read_only=True)
+    end_reason = serializers.CharField(read_only=True)
+
+    class Meta(ConsentSerializer.Meta):
+        fields = ["user", *ConsentSerializer.Meta.fields, "reason", "end_reason"]
+        read_only_fields = fields
+
+    def get_user(self, consent) -> dict:
+        return {"id": consent.user_id, "username": consent.user.get_username()}
+
+
+class DeviceSerializer(serializers.ModelSerializer):
+    application = ApplicationField(read_only=True)
+    first_issued = serializers.DateTimeField(source="created_at", read_only=True)
+    last_refreshed = serializers.DateTimeField(read_only=True, allow_null=True)
+
+    class Meta:
+        model = OfflineTokenFamily
+        fields = ["id", "application", "consent", "first_issued", "last_refreshed"]
+        read_only_fields = fields
+
+
+class UserField(serializers.SlugRelatedField):
+    def __init__(self, **kwargs):
+        User = get_user_model()
+        super().__init__(slug_field=User.USERNAME_FIELD, queryset=User._default_manager.all(), **kwargs)
+
+
+class ClientField(serializers.SlugRelatedField):
+    def __init__(self, **kwargs):
+        super().__init__(slug_field="client_id", queryset=get_application_model().objects.all(), **kwargs)
+
+
+class EnduringConsentRequestSerializer(serializers.Serializer):
+    user = UserField(help_text="Username of the user.")
+    application = ClientField(help_text="Client ID of the application.")
+    reason = serializers.CharField(max_length=2000, help_text="The agreement this consent stands for.")
+    expires_at = serializers.DateTimeField(required=False, allow_null=True, default=None)
+
+    def validate_expires_at(self, value):
+        if value is not None and value <= timezone.now():
+            raise serializers.ValidationError("The expiry must be in the future.")
+        return value
+
+
+class RevokeRequestSerializer(serializers.Serializer):
+    reason = serializers.CharField(max_length=2000, required=False, allow_blank=True, default="")
+
+
+class RevokeEverythingRequestSerializer(RevokeRequestSerializer):
+    user = UserField(required=False, help_text="Username: revoke all of this user's offline access.")
+    application = ClientField(required=False, help_text="Client ID: revoke all offline access to it.")
+
+    def validate(self, attrs):
+        if not attrs.get("user") and not attrs.get("application"):
+            raise serializers.ValidationError("Name a user, an application, or both.")
+        return attrs
+
+
+class RevocationResultSerializer(serializers.Serializer):
+    consents = serializers.IntegerField()
+    refresh_tokens = serializers.IntegerField()
+    access_tokens = serializers.IntegerField()

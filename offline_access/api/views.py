@@ -1,0 +1,233 @@
+"""Thin API views over offline_access.services: the same operations, events and checks as admin."""
+
+from __future__ import annotations
+
+from django.shortcuts import get_object_or_404
+from oauth2_provider.contrib.rest_framework import OAuth2Authentication
+from rest_framework import generics, status
+from rest_framework.authentication import SessionAuthentication
+from rest_framework.exceptions import ValidationError
+from rest_framework.pagination import PageNumberPagination
+from rest_framework.response import Response
+from rest_framework.schemas.openapi import AutoSchema
+from rest_framework.views import APIView
+
+from .. import services
+from ..models import Consent, ConsentEvent, OfflineTokenFamily
+from . import serializers
+from .permissions import ActsForSignedInUser, HasModelPermission
+
+VIEW_CONSENT = "offline_access.view_consent"
+REVOKE_CONSENT = "offline_access.revoke_consent"
+REVOKE_TOKEN_FAMILY = "offline_access.revoke_token_family"
+GRANT_ENDURING_CONSENT = "offline_access.grant_enduring_consent"
+
+
+class Pagination(PageNumberPagination):
+    page_size = 50
+    page_size_query_param = "page_size"
+    max_page_size = 200
+
+
+class Schema(AutoSchema):
+    """OpenAPI for views that name their request and response serializers."""
+
+    def get_request_serializer(self, path, method):
+        serializer = getattr(self.view, "request_serializer", None)
+        return serializer() if serializer else super().get_request_serializer(path, method)
+
+    def get_response_serializer(self, path, method):
+        serializer = getattr(self.view, "response_serializer", None)
+        return serializer() if serializer else super().get_response_serializer(path, method)
+
+    def get_responses(self, path, method):
+        responses = super().get_responses(path, method)
+        if method == "POST" and getattr(self.view, "response_status", 201) == 200 and "201" in responses:
+            responses = {"200": responses.pop("201"), **responses}
+        return responses
+
+
+class Base:
+    """Session (with CSRF) or a DOT bearer token; paginated; whatever the site's DRF defaults."""
+
+    authentication_classes = [SessionAuthentication, OAuth2Authentication]
+    pagination_class = Pagination
+    schema = Schema(tags=["offline access"])
+
+
+class RevokeView(Base, APIView):
+    request_serializer = serializers.RevokeRequestSerializer
+    response_serializer = serializers.RevocationResultSerializer
+    response_status = 200
+
+
+def _result(result) -> Response:
+    return Response(serializers.RevocationResultSerializer(result).data)
+
+
+def _reason(request) -> str:
+    body = serializers.RevokeRequestSerializer(data=request.data)
+    body.is_valid(raise_exception=True)
+    return body.validated_data["reason"]
+
+
+# The signed-in user -----------------------------------------------------------------
+
+
+class MyConsentList(Base, generics.ListAPIView):
+    """The applications holding offline access to your account (your consents in force)."""
+
+    permission_classes = [ActsForSignedInUser]
+    serializer_class = serializers.ConsentSerializer
+
+    def get_queryset(self):
+        return (
+            Consent.objects.active()
+            .filter(user=self.request.user)
+            .with_usage()
+            .select_related("application")
+            .order_by("-granted_at", "-pk")
+        )
+
+
+class MyDeviceList(Base, generics.ListAPIView):
+    """Your devices and installations holding offline access (live token families)."""
+
+    permission_classes = [ActsForSignedInUser]
+    serializer_class = serializers.DeviceSerializer
+
+    def get_queryset(self):
+        return (
+            OfflineTokenFamily.objects.live()
+            .filter(user=self.request.user)
+            .with_activity()
+            .select_related("application")
+            .order_by("-created_at", "-pk")
+        )
+
+
+class RevokeMyConsent(RevokeView):
+    """Revoke one of your consents and every token issued under it."""
+
+    permission_classes = [ActsForSignedInUser]
+
+    def post(self, request, pk: int):
+        consent = get_object_or_404(Consent.objects.filter(user=request.user), pk=pk)
+        return _result(
+            services.revoke_consents(
+                Consent.objects.filter(pk=consent.pk),
+                actor=request.user,
+                reason=_reason(request),
+                via=ConsentEvent.Via.API,
+            )
+        )
+
+
+class RevokeMyDevice(RevokeView):
+    """Revoke the tokens of one of your devices; the application keeps its consent."""
+
+    permission_classes = [ActsForSignedInUser]
+
+    def post(self, request, pk: int):
+        family = get_object_or_404(OfflineTokenFamily.objects.filter(user=request.user), pk=pk)
+        return _result(
+            services.revoke_token_families(
+                OfflineTokenFamily.objects.filter(pk=family.pk),
+                actor=request.user,
+                reason=_reason(request),
+                via=ConsentEvent.Via.API,
+            )
+        )
+
+
+# Staff ------------------------------------------------------------------------------
+
+
+class ConsentList(Base, generics.ListAPIView):
+    """All consents. Filters: ``user`` (username), ``application`` (client ID), ``kind``, ``state``."""
+
+    permission_classes = [HasModelPermission]
+    required_permissions = {"GET": VIEW_CONSENT}
+    serializer_class = serializers.StaffConsentSerializer
+
+    def get_queryset(self):
+        consents = (
+            Consent.objects.with_usage().select_related("user", "application").order_by("-granted_at", "-pk")
+        )
+        params = self.request.query_params
+        if params.get("user"):
+            consents = consents.filter(user__username=params["user"])
+        if params.get("application"):
+            consents = consents.filter(application__client_id=params["application"])
+        if params.get("kind"):
+            consents = consents.filter(kind=params["kind"])
+        if params.get("state"):
+            if params["state"] not in Consent.Status.values:
+                raise ValidationError({"state": [f"Choose one of: {', '.join(Consent.Status.values)}."]})
+            consents = consents.in_state(params["state"])
+        return consents
+
+
+class GrantEnduringConsent(Base, APIView):
+    """Record (or renew: 200) an enduring consent for a user and application (SPEC C3)."""
+
+    request_serializer = serializers.EnduringConsentRequestSerializer
+    response_serializer = serializers.StaffConsentSerializer
+
+    permission_classes = [HasModelPermission]
+    required_permissions = {"POST": GRANT_ENDURING_CONSENT}
+
+    def post(self, request):
+        body = serializers.EnduringConsentRequestSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        consent, created = services.grant_enduring_consent(
+            **body.validated_data, actor=request.user, via=ConsentEvent.Via.API
+        )
+        consent = Consent.objects.with_usage().select_related("user", "application").get(pk=consent.pk)
+        return Response(
+            serializers.StaffConsentSerializer(consent).data,
+            status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
+        )
+
+
+class RevokeConsent(RevokeView):
+    """Revoke one consent and every token issued under it (SPEC C5)."""
+
+    permission_classes = [HasModelPermission]
+    required_permissions = {"POST": REVOKE_CONSENT}
+
+    def post(self, request, pk: int):
+        consent = get_object_or_404(Consent, pk=pk)
+        return _result(
+            services.revoke_consents(
+                Consent.objects.filter(pk=consent.pk),
+                actor=request.user,
+                reason=_reason(request),
+                via=ConsentEvent.Via.API,
+            )
+        )
+
+
+class RevokeEverything(RevokeView):
+    """Revoke all offline access of a user, to an application, or of a user to an application."""
+
+    request_serializer = serializers.RevokeEverythingRequestSerializer
+
+    permission_classes = [HasModelPermission]
+    required_permissions = {"POST": REVOKE_CONSENT}
+
+    def post(self, request):
+        body = serializers.RevokeEverythingRequestSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        scope = {
+            key: body.validated_data[key] for key in ("user", "application") if body.validated_data.get(key)
+        }
+        return _result(
+            services.revoke_everything(
+                consents=Consent.objects.filter(**scope),
+                families=OfflineTokenFamily.objects.filter(**scope),
+                actor=request.user,
+                reason=body.validated_data["reason"],
+                via=ConsentEvent.Via.API,
+            )
+        )
