@@ -17,7 +17,7 @@ from django.db.models import Exists, OuterRef, QuerySet
 from django.utils import timezone
 from oauth2_provider.models import get_access_token_model, get_grant_model, get_refresh_token_model
 
-from . import signals
+from . import OFFLINE_ACCESS_SCOPE, signals
 from .models import Consent, ConsentEvent, OfflineTokenFamily
 
 Via = ConsentEvent.Via
@@ -54,36 +54,13 @@ def record_interactive_consent(
     scope = " ".join(dict.fromkeys(scopes))
     now = timezone.now()
     with transaction.atomic():
-        consent = _lock_active(user, application, Consent.Kind.INTERACTIVE)
-        if consent is None:
-            try:
-                with transaction.atomic():
-                    consent = Consent.objects.create(
-                        user=user,
-                        application=application,
-                        kind=Consent.Kind.INTERACTIVE,
-                        scope=scope,
-                        created_at=now,
-                        granted_at=now,
-                        granted_by=user,
-                    )
-            except IntegrityError:
-                # A concurrent approval created it first: renew that one instead.
-                consent = _lock_active(user, application, Consent.Kind.INTERACTIVE)
-                if consent is None:
-                    raise
-            else:
-                _event(consent, ConsentEvent.Action.GRANTED, via=via, actor=user, at=now).save()
-                signals.send_after_commit(
-                    signals.consent_granted, Consent, consent=consent, actor=user, via=via
-                )
-                return consent
-        consent.scope = scope
-        consent.granted_at = now
-        consent.granted_by = user
-        consent.save(update_fields=["scope", "granted_at", "granted_by"])
-        _event(consent, ConsentEvent.Action.RENEWED, via=via, actor=user, at=now).save()
-        signals.send_after_commit(signals.consent_renewed, Consent, consent=consent, actor=user, via=via)
+        consent, created = _lock_or_create(
+            user, application, Consent.Kind.INTERACTIVE, now=now, scope=scope, granted_by=user
+        )
+        if not created:
+            consent.scope, consent.granted_at, consent.granted_by = scope, now, user
+            consent.save(update_fields=["scope", "granted_at", "granted_by"])
+        _record_given(consent, created, actor=user, via=via, now=now)
         return consent
 
 
@@ -106,32 +83,19 @@ def grant_enduring_consent(
     if expires_at is not None and expires_at <= now:
         raise ValueError("The expiry of an enduring consent must be in the future.")
     with transaction.atomic():
-        consent = _lock_active(user, application, Consent.Kind.ENDURING)
-        if consent is not None and consent.expires_at is not None and consent.expires_at <= now:
+        lapsed = _lock_active(user, application, Consent.Kind.ENDURING)
+        if lapsed is not None and lapsed.expires_at is not None and lapsed.expires_at <= now:
             # Its expiry passed without being processed: close it, then start afresh.
-            _end_consents([consent], status=Consent.Status.EXPIRED, via=Via.SYSTEM, now=now)
-            consent = None
-        if consent is None:
-            consent = Consent.objects.create(
-                user=user,
-                application=application,
-                kind=Consent.Kind.ENDURING,
-                scope="offline_access",
-                created_at=now,
-                granted_at=now,
-                granted_by=actor,
-                reason=reason,
-                expires_at=expires_at,
-            )
-            action, created = ConsentEvent.Action.GRANTED, True
-        else:
-            consent.granted_at, consent.granted_by = now, actor
-            consent.reason, consent.expires_at = reason, expires_at
-            consent.save(update_fields=["granted_at", "granted_by", "reason", "expires_at"])
-            action, created = ConsentEvent.Action.RENEWED, False
-        _event(consent, action, via=via, actor=actor, reason=reason, at=now).save()
-        signal = signals.consent_granted if created else signals.consent_renewed
-        signals.send_after_commit(signal, Consent, consent=consent, actor=actor, via=via)
+            _end_consents([lapsed], status=Consent.Status.EXPIRED, via=Via.SYSTEM, now=now)
+        fields = {"reason": reason, "expires_at": expires_at, "granted_by": actor}
+        consent, created = _lock_or_create(
+            user, application, Consent.Kind.ENDURING, now=now, scope=OFFLINE_ACCESS_SCOPE, **fields
+        )
+        if not created:
+            for name, value in {**fields, "granted_at": now}.items():
+                setattr(consent, name, value)
+            consent.save(update_fields=[*fields, "granted_at"])
+        _record_given(consent, created, actor=actor, via=via, now=now, reason=reason)
         return consent, created
 
 
@@ -265,6 +229,36 @@ def link_token_family(*, token_family, user, application, consent_id) -> Offline
 
 
 # Internals -----------------------------------------------------------------
+
+
+def _lock_or_create(user, application, kind, *, now, **fields) -> tuple[Consent, bool]:
+    """The active consent of this kind, locked, or a new one; and whether it is new.
+
+    The database constraint settles a race between two first approvals: the
+    loser finds the winner's row and renews it.
+    """
+    consent = _lock_active(user, application, kind)
+    if consent is not None:
+        return consent, False
+    try:
+        with transaction.atomic():
+            consent = Consent.objects.create(
+                user=user, application=application, kind=kind, created_at=now, granted_at=now, **fields
+            )
+            return consent, True
+    except IntegrityError:
+        consent = _lock_active(user, application, kind)
+        if consent is None:
+            raise
+        return consent, False
+
+
+def _record_given(consent, created: bool, *, actor, via: str, now, reason: str = "") -> None:
+    """The event and the signal of a consent given (created) or renewed."""
+    action = ConsentEvent.Action.GRANTED if created else ConsentEvent.Action.RENEWED
+    _event(consent, action, via=via, actor=actor, reason=reason, at=now).save()
+    signal = signals.consent_granted if created else signals.consent_renewed
+    signals.send_after_commit(signal, Consent, consent=consent, actor=actor, via=via)
 
 
 def _lock_active(user, application, kind) -> Consent | None:
