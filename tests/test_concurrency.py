@@ -75,6 +75,21 @@ def test_C2_concurrent_approvals_leave_one_active_consent(user, application):
     assert actions == ["granted", "renewed", "renewed", "renewed"]
 
 
+def test_C3_concurrent_enduring_grants_leave_one_active_consent(user, application):
+    barrier = threading.Barrier(3)
+
+    def grant():
+        barrier.wait(timeout=10)
+        return services.grant_enduring_consent(user=user, application=application, reason="contract")
+
+    runs = [in_thread(grant) for _ in range(3)]
+    results = [finish(*run) for run in runs]
+
+    assert len({consent.pk for consent, _created in results}) == 1
+    assert sorted(created for _consent, created in results) == [False, False, True]
+    assert Consent.objects.filter(kind=Consent.Kind.ENDURING, status=Consent.Status.ACTIVE).count() == 1
+
+
 def test_C5_revocation_racing_a_refresh_leaves_no_live_token(browser, application, monkeypatch):
     """A refresh rotating the pair while the consent is revoked: nothing it mints survives.
 
