@@ -94,6 +94,8 @@ def test_E003_unknown_key(settings):
         ("REFRESH_TOKEN_ABSOLUTE_LIFETIME", True),
         ("CONSENT_FORM_MAX_AGE", [600]),
         ("CONSENT_TEMPLATE", 42),
+        ("API_SCOPE", ["connected_apps"]),
+        ("API_SCOPE", "  "),
     ],
 )
 def test_E003_wrong_type(settings, key, value):
