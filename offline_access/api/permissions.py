@@ -14,37 +14,45 @@ def _token_scopes(request) -> set[str] | None:
 
 
 class ActsForSignedInUser(BasePermission):
-    """The signed-in user (session), or a bearer token carrying ``OFFLINE_ACCESS["API_SCOPE"]``.
+    """An active signed-in user (session), or their bearer token carrying ``OFFLINE_ACCESS["API_SCOPE"]``.
 
     An application must not manage the user's other applications merely because
     it holds a token for the user: only a token granted that dedicated scope may.
     """
 
-    message = "A bearer token needs the scope that manages connected apps."
-
     def has_permission(self, request, view) -> bool:
-        if not (request.user and request.user.is_authenticated):
+        user = request.user
+        if not (user and user.is_authenticated and user.is_active):
+            # DOT's token authentication does not look at is_active; a client
+            # credentials token has no user at all.
+            self.message = "This API acts for a signed-in, active user."
             return False
         scopes = _token_scopes(request)
-        if scopes is None:
-            return True
-        return bool(request.auth.is_valid()) and settings.API_SCOPE in scopes
+        if scopes is not None and settings.API_SCOPE not in scopes:
+            self.message = f"A bearer token needs the {settings.API_SCOPE!r} scope."
+            return False
+        return True
 
 
 class HasModelPermission(BasePermission):
     """A staff member holding the permission the view names for the method.
 
-    A view sets ``required_permissions = {"GET": "offline_access.view_consent", ...}``.
-    The same permissions gate the admin screens and actions.
+    A view sets ``required_permissions = {"GET": "offline_access.view_consent", ...}``;
+    HEAD needs what GET needs and OPTIONS any of them. The same permissions gate the
+    admin screens and actions.
     """
 
     def has_permission(self, request, view) -> bool:
         user = request.user
-        if not (user and user.is_authenticated and user.is_staff):
+        if not (user and user.is_authenticated and user.is_active and user.is_staff):
             return False
-        needed = view.required_permissions.get(request.method)
-        if needed is None:
+        scopes = _token_scopes(request)
+        if scopes is not None and settings.API_SCOPE not in scopes:
+            self.message = f"A bearer token needs the {settings.API_SCOPE!r} scope."
             return False
-        if _token_scopes(request) is not None and settings.API_SCOPE not in _token_scopes(request):
-            return False
-        return user.has_perm(needed)
+        method = "GET" if request.method == "HEAD" else request.method
+        if method == "OPTIONS":
+            return any(user.has_perm(needed) for needed in view.required_permissions.values())
+        if method not in view.required_permissions:
+            return True  # no handler for it: the view answers 405
+        return user.has_perm(view.required_permissions[method])

@@ -50,7 +50,8 @@ class Schema(AutoSchema):
 class Base:
     """Session (with CSRF) or a DOT bearer token; paginated; whatever the site's DRF defaults."""
 
-    authentication_classes = [SessionAuthentication, OAuth2Authentication]
+    # Token first: an unauthenticated request gets 401 with a Bearer challenge (RFC 6750).
+    authentication_classes = [OAuth2Authentication, SessionAuthentication]
     pagination_class = Pagination
     schema = Schema(tags=["offline access"])
 
@@ -160,6 +161,8 @@ class ConsentList(Base, generics.ListAPIView):
         if params.get("application"):
             consents = consents.filter(application__client_id=params["application"])
         if params.get("kind"):
+            if params["kind"] not in Consent.Kind.values:
+                raise ValidationError({"kind": [f"Choose one of: {', '.join(Consent.Kind.values)}."]})
             consents = consents.filter(kind=params["kind"])
         if params.get("state"):
             if params["state"] not in Consent.Status.values:
