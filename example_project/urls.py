@@ -5,7 +5,6 @@ from rest_framework.renderers import JSONOpenAPIRenderer
 from rest_framework.schemas import get_schema_view
 
 import offline_access
-
 from example_project.demo.views import home
 
 urlpatterns = [

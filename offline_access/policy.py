@@ -97,6 +97,53 @@ def authorization_scopes(
     return scopes, offline_via
 
 
+def device_approval_scopes(
+    requested_scopes: Iterable[str], *, client_may_have_offline_access: bool
+) -> tuple[tuple[str, ...], str | None]:
+    """SPEC P7: the device grant's user-code approval screen is the consent screen.
+
+    The user approves on a page showing the offline notice, as with
+    ``prompt=consent``, and the grant ends in a code-like device code, so the
+    same rule as :func:`authorization_scopes` applies.
+    """
+    return authorization_scopes(
+        requested_scopes,
+        response_type="code",
+        prompt=frozenset({"consent"}),
+        client_may_have_offline_access=client_may_have_offline_access,
+        has_enduring_consent=False,
+    )
+
+
+class DevicePoll:
+    """Answers to a device polling the token endpoint (RFC 8628, section 3.5)."""
+
+    AUTHORIZED = "authorized"
+    PENDING = "authorization_pending"
+    SLOW_DOWN = "slow_down"
+    EXPIRED = "expired_token"
+    DENIED = "access_denied"
+
+
+def device_poll(*, status: str, expired: bool, seconds_since_last_poll: float, interval: int) -> str | None:
+    """What a poll with a device code gets; None for a code already redeemed (``invalid_grant``).
+
+    ``status`` is DOT's DeviceGrant status. A device polling again sooner than
+    ``interval`` seconds gets ``slow_down`` (and must then wait 5 s longer).
+    """
+    if status == "redeemed":
+        return None
+    if status == "denied":
+        return DevicePoll.DENIED
+    if expired or status == "expired":
+        return DevicePoll.EXPIRED
+    if status == "authorized":
+        return DevicePoll.AUTHORIZED
+    if seconds_since_last_poll < interval:
+        return DevicePoll.SLOW_DOWN
+    return DevicePoll.PENDING
+
+
 def authorization_action(*, prompt: frozenset[str], already_approved: bool) -> str:
     """Show the consent screen, approve without it, or answer ``consent_required``.
 

@@ -1,4 +1,4 @@
-"""DOT's URLs with the authorization and discovery views replaced.
+"""DOT's URLs, with the app's authorization, token, device and discovery views in their place.
 
 Include under the ``oauth2_provider`` namespace, as DOT's own URLs are, so that
 ``reverse("oauth2_provider:authorize")`` and OpenID discovery point at these views::
@@ -23,7 +23,26 @@ from . import views
 
 app_name = "oauth2_provider"
 
-_REPLACED = {"authorize", "oidc-connect-discovery-info"}
+#: The app's views, served under DOT's own names and routes.
+_REPLACEMENTS = {
+    "authorize": path("authorize/", views.OfflineAccessAuthorizationView.as_view(), name="authorize"),
+    "token": path("token/", views.OfflineAccessTokenView.as_view(), name="token"),
+    "device-authorization": path(
+        "device-authorization/",
+        views.OfflineAccessDeviceAuthorizationView.as_view(),
+        name="device-authorization",
+    ),
+    "device-confirm": path(
+        "device-confirm/<slug:client_id>/<slug:user_code>",
+        views.OfflineAccessDeviceConfirmView.as_view(),
+        name="device-confirm",
+    ),
+    "oidc-connect-discovery-info": re_path(
+        r"^\.well-known/openid-configuration/?$",
+        views.OfflineAccessDiscoveryView.as_view(),
+        name="oidc-connect-discovery-info",
+    ),
+}
 
 #: POST fields that carry secrets at these endpoints. Django's error reports
 #: (500 e-mails, DEBUG pages) show them as stars instead of the token.
@@ -35,7 +54,12 @@ _SECRET_FIELDS = {
 
 
 def _harden(pattern: URLPattern) -> URLPattern:
-    """Refuse NUL bytes at every DOT endpoint and hide secrets from error reports."""
+    """Refuse NUL bytes and hide secrets from error reports.
+
+    The authorization endpoint answers NUL bytes itself, with an error page.
+    """
+    if pattern.name == "authorize":
+        return pattern
     callback = views.refuse_nul_bytes(pattern.callback)
     fields = _SECRET_FIELDS.get(pattern.name or "")
     if fields:
@@ -44,16 +68,8 @@ def _harden(pattern: URLPattern) -> URLPattern:
 
 
 urlpatterns = [
-    path("authorize/", views.OfflineAccessAuthorizationView.as_view(), name="authorize"),
-    re_path(
-        r"^\.well-known/openid-configuration/?$",
-        views.OfflineAccessDiscoveryView.as_view(),
-        name="oidc-connect-discovery-info",
-    ),
-] + [
-    _harden(pattern)
+    _harden(_REPLACEMENTS.get(pattern.name, pattern))
     for pattern in dot_urls.metadata_urlpatterns + dot_urls.base_urlpatterns + dot_urls.oidc_urlpatterns
-    if pattern.name not in _REPLACED
 ]
 
 urlpatterns += [

@@ -14,7 +14,7 @@ from datetime import timedelta
 from django.core.exceptions import ObjectDoesNotExist
 from django.db.models import OuterRef, Subquery
 from django.utils import timezone
-from oauth2_provider.models import get_grant_model
+from oauth2_provider.models import get_device_grant_model, get_grant_model
 from oauth2_provider.oauth2_validators import OAuth2Validator
 from oauth2_provider.scopes import get_scopes_backend
 from oauthlib.oauth2.rfc6749.errors import InvalidGrantError
@@ -24,6 +24,10 @@ from .conf import settings
 from .models import ClientPolicy, Consent, OfflineTokenFamily
 
 log = logging.getLogger("offline_access")
+
+DEVICE_CODE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
+#: DeviceGrant status of a device code whose tokens were issued (DOT has none for it).
+DEVICE_CODE_REDEEMED = "redeemed"
 
 
 class _RevokedWhileRefreshing(InvalidGrantError):
@@ -124,6 +128,10 @@ class OfflineAccessValidator(OAuth2Validator):
             # The code's scopes passed the authorization step (SPEC P2); the consent
             # must still be in force now (it may have expired since).
             return getattr(request, "offline_access_consent_id", None) is not None
+        if request.grant_type == DEVICE_CODE_GRANT:
+            # The approval screen recorded the consent (SPEC P7); validate_device_code
+            # looked up the one that covers this user and client.
+            return getattr(request, "offline_access_consent_id", None) is not None
         if request.grant_type == "password" and request.user is not None:
             if not client_may_have_offline_access(request.client, request):
                 return False
@@ -137,8 +145,8 @@ class OfflineAccessValidator(OAuth2Validator):
                 grant_type=request.grant_type,
                 has_enduring_consent=request.offline_access_consent_id is not None,
             )
-        # Client credentials act for no user; grant types this app does not know yet
-        # (such as the device grant) get no offline access rather than a guess.
+        # Client credentials act for no user; grant types this app does not know get
+        # no offline access rather than a guess.
         return False
 
     def _create_access_token(self, expires, request, token, source_refresh_token=None):
@@ -202,6 +210,46 @@ class OfflineAccessValidator(OAuth2Validator):
             request.claims = json.loads(grant.claims)
         request.offline_access_consent_id = grant.offline_access_consent_id
         return True
+
+    # Device authorization grant (RFC 8628) ------------------------------------------
+
+    def validate_device_code(self, client_id, code, request, *args, **kwargs):
+        """RFC 8628 section 3.5 for a polling device; DOT 3.4.1 lacks this (oauthlib 4 needs it).
+
+        Pending polls faster than the interval get ``slow_down`` and a 5 s longer
+        interval; an approved code is redeemed exactly once (its status becomes
+        ``redeemed`` in the same statement that checks it), so a second poll gets
+        ``invalid_grant`` and no tokens.
+        """
+        device_grant_model = get_device_grant_model()
+        grant = device_grant_model.objects.filter(device_code=code, client_id=client_id).first()
+        if grant is None:
+            return None
+        now = timezone.now()
+        answer = policy.device_poll(
+            status=grant.status,
+            expired=now >= grant.expires,
+            seconds_since_last_poll=(now - grant.last_checked).total_seconds(),
+            interval=grant.interval,
+        )
+        pending = device_grant_model.objects.filter(pk=grant.pk, status=grant.AUTHORIZATION_PENDING)
+        if answer == policy.DevicePoll.EXPIRED and grant.status != grant.EXPIRED:
+            device_grant_model.objects.filter(pk=grant.pk).update(status=grant.EXPIRED)
+        elif answer == policy.DevicePoll.SLOW_DOWN:
+            pending.update(interval=grant.interval + 5, last_checked=now)
+        elif answer == policy.DevicePoll.PENDING:
+            pending.update(last_checked=now)
+        elif answer == policy.DevicePoll.AUTHORIZED:
+            claimed = device_grant_model.objects.filter(pk=grant.pk, status=grant.AUTHORIZED).update(
+                status=DEVICE_CODE_REDEEMED, last_checked=now
+            )
+            if not claimed:
+                return None  # a concurrent poll redeemed it first
+            request.user = grant.user
+            request.scopes = grant.scope.split()
+            row = services.covering_consent(grant.user, request.client).first()
+            request.offline_access_consent_id = row["pk"] if row else None
+        return answer
 
     # Refreshing -------------------------------------------------------------------
 
