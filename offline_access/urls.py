@@ -37,6 +37,12 @@ _REPLACEMENTS = {
         views.OfflineAccessDeviceConfirmView.as_view(),
         name="device-confirm",
     ),
+    "device": path("device/", views.OfflineAccessDeviceUserCodeView.as_view(), name="device"),
+    "device-grant-status": path(
+        "device-grant-status/<slug:client_id>/<slug:user_code>",
+        views.OfflineAccessDeviceStatusView.as_view(),
+        name="device-grant-status",
+    ),
     "oidc-connect-discovery-info": re_path(
         r"^\.well-known/openid-configuration/?$",
         views.OfflineAccessDiscoveryView.as_view(),

@@ -41,7 +41,7 @@ from oauth2_provider.oauth2_validators import is_valid_resource_uri
 from oauth2_provider.scopes import get_scopes_backend
 from oauth2_provider.settings import oauth2_settings
 from oauth2_provider.views import AuthorizationView, ConnectDiscoveryInfoView, TokenView
-from oauth2_provider.views.device import DeviceAuthorizationView
+from oauth2_provider.views.device import DeviceAuthorizationView, DeviceGrantStatusView, DeviceUserCodeView
 from oauthlib.oauth2.rfc6749.errors import CustomOAuth2Error, InvalidRequestError
 from oauthlib.openid.connect.core.exceptions import ConsentRequired
 
@@ -493,6 +493,20 @@ def _token_error(error: str, description: str) -> JsonResponse:
     return JsonResponse(
         {"error": error, "error_description": description}, status=400, headers={"Cache-Control": "no-store"}
     )
+
+
+@method_decorator([never_cache, xframe_options_deny], name="dispatch")
+class OfflineAccessDeviceUserCodeView(DeviceUserCodeView):
+    """DOT's page where the user types the device's code, in the app's look."""
+
+    template_name = "offline_access/device/user_code.html"
+
+
+@method_decorator([never_cache, xframe_options_deny], name="dispatch")
+class OfflineAccessDeviceStatusView(DeviceGrantStatusView):
+    """DOT's device status page, in the app's look (and aware of redeemed codes)."""
+
+    template_name = "offline_access/device/status.html"
 
 
 class DeviceDecisionForm(forms.Form):

@@ -213,3 +213,22 @@ def test_approval_page_of_another_users_code_is_404(api, cli, other_user, browse
     intruder.force_login(other_user)
     assert intruder.get(confirm_url).status_code == 404
     assert intruder.post(confirm_url, {"decision": "allow"}).status_code == 404
+
+
+def test_code_entry_page_and_status_page_use_the_apps_look(browser, api, cli):
+    page = browser.get("/o/device/")
+    assert page.status_code == 200
+    assert page.templates[0].name == "offline_access/device/user_code.html"
+    assert '<label for="id_user_code">Code</label>' in page.content.decode()
+    assert page["X-Frame-Options"] == "DENY"
+
+    wrong = browser.post("/o/device/", {"user_code": "NOPE-NOPE"})
+    assert wrong.status_code == 200
+    assert "Incorrect user code" in wrong.content.decode()
+
+    started = start(api, cli)
+    confirm_url = enter_code(browser, started["user_code"])
+    status_url = browser.post(confirm_url, {"decision": "allow"})["Location"]
+    assert "Device connected" in browser.get(status_url).content.decode()
+    poll(api, cli, started["device_code"])  # redeemed: the page still says connected
+    assert "Device connected" in browser.get(status_url).content.decode()
