@@ -22,6 +22,10 @@ NATIVE_CLIENT_ID = "demo-native"
 NATIVE_REDIRECT_URI = "http://127.0.0.1/callback"
 NATIVE_EXAMPLE_REDIRECT_URI = "http://127.0.0.1:8765/callback"
 
+# The command-line client (example_project/clients/cli.py): public, device grant
+# (RFC 8628), no redirect URI.
+CLI_CLIENT_ID = "demo-cli"
+
 WEB_CLIENT_ID = "demo-web"
 WEB_CLIENT_SECRET = "demo-web-secret"
 WEB_REDIRECT_URI = "http://127.0.0.1:8001/callback"

@@ -12,6 +12,7 @@ from oauth2_provider.models import get_application_model
 from oauth2_provider.settings import oauth2_settings
 
 from example_project.demo.flow import (
+    CLI_CLIENT_ID,
     NATIVE_CLIENT_ID,
     NATIVE_EXAMPLE_REDIRECT_URI,
     NATIVE_REDIRECT_URI,
@@ -30,7 +31,7 @@ USERS = [
 
 class Command(BaseCommand):
     help = (
-        "Create or reset the demo users (alice, admin) and OAuth clients (demo-web, demo-native). "
+        "Create or reset the demo users (alice, admin) and OAuth clients (demo-web, demo-native, demo-cli). "
         "Safe to run again: it restores the documented passwords, secret and settings."
     )
 
@@ -72,14 +73,23 @@ class Command(BaseCommand):
                 # checked); PKCE binds the code to the app that asked for it.
                 "redirect_uris": NATIVE_REDIRECT_URI,
             },
+            {
+                "client_id": CLI_CLIENT_ID,
+                "name": "Demo CLI",
+                "client_type": Application.CLIENT_PUBLIC,
+                # Device authorization grant (RFC 8628): the user approves on another
+                # device, so there is nothing to redirect to.
+                "authorization_grant_type": Application.GRANT_DEVICE_CODE,
+                "redirect_uris": "",
+            },
         ]
         for fields in clients:
             application = Application.objects.filter(client_id=fields["client_id"]).first()
             if application is None:
                 application = Application(client_id=fields["client_id"])
-            for name, value in fields.items():
+            values = {"authorization_grant_type": Application.GRANT_AUTHORIZATION_CODE, **fields}
+            for name, value in values.items():
                 setattr(application, name, value)
-            application.authorization_grant_type = Application.GRANT_AUTHORIZATION_CODE
             application.algorithm = Application.RS256_ALGORITHM
             application.skip_authorization = False
             application.full_clean()
@@ -90,6 +100,9 @@ class Command(BaseCommand):
         base_url = base_url.rstrip("/")
         example = native_authorization_example(base_url)
         code_seconds = oauth2_settings.AUTHORIZATION_CODE_EXPIRE_SECONDS
+        cli_command = ".venv/bin/python -m example_project.clients.cli"
+        if base_url != "http://127.0.0.1:8000":
+            cli_command += f" --base-url {base_url}"
         self.stdout.write(
             f"""
 Demo data is ready.
@@ -103,6 +116,11 @@ OAuth clients
                redirect URI {WEB_REDIRECT_URI}
   {NATIVE_CLIENT_ID:<12} Demo Native App  public (no secret; PKCE S256)
                redirect URI {NATIVE_REDIRECT_URI} on any port (RFC 8252 section 7.3)
+  {CLI_CLIENT_ID:<12} Demo CLI         public (no secret), device authorization grant (RFC 8628)
+
+Try the command-line client (signs in with a code, then keeps offline access):
+  {cli_command} login
+  {cli_command}          (later runs: refreshes without asking, prints who it acts for)
 
 Play the native app:
 1. Logged in as alice, open this authorization request (asks for offline access, prompt=consent):
