@@ -118,9 +118,9 @@ OAuth clients
                redirect URI {NATIVE_REDIRECT_URI} on any port (RFC 8252 section 7.3)
   {CLI_CLIENT_ID:<12} Demo CLI         public (no secret), device authorization grant (RFC 8628)
 
-Try the command-line client (signs in with a code, then keeps offline access):
-  {cli_command} login
-  {cli_command}          (later runs: refreshes without asking, prints who it acts for)
+Try the command-line client (device grant; keeps its token in ~/.config/offline-access-demo/):
+  {cli_command} login    # shows a code to approve in the browser, as alice
+  {cli_command}          # later runs: refreshes without asking, prints whom it acts for
 
 Play the native app:
 1. Logged in as alice, open this authorization request (asks for offline access, prompt=consent):
