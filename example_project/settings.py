@@ -153,6 +153,9 @@ OAUTH2_PROVIDER = {
     # Short-lived access tokens (DOT defaults to 10 hours): long-lived access
     # goes through the refresh token, which is checked against consent.
     "ACCESS_TOKEN_EXPIRE_SECONDS": 600,
+    # Public clients (the native app, the CLI) authenticate with their client_id
+    # only; discovery says so.
+    "OIDC_TOKEN_ENDPOINT_AUTH_METHODS_SUPPORTED": ["client_secret_post", "client_secret_basic", "none"],
     # Device authorization grant (RFC 8628, for command-line tools): where the
     # user enters the code the device shows. The demo runs on 127.0.0.1:8000.
     "OAUTH_DEVICE_VERIFICATION_URI": os.environ.get("DEMO_BASE_URL", "http://127.0.0.1:8000") + "/o/device/",

@@ -291,6 +291,15 @@ class OfflineAccessDiscoveryView(ConnectDiscoveryInfoView):
             data["prompt_values_supported"] = sorted(
                 policy.SUPPORTED_PROMPTS | (policy.OPTIONAL_PROMPTS if _create_enabled() else set())
             )
+            # The endpoints a client needs besides DOT's list (RFC 8414, RFC 8628).
+            for key, name in (
+                ("revocation_endpoint", "revoke-token"),
+                ("introspection_endpoint", "introspect"),
+                ("device_authorization_endpoint", "device-authorization"),
+            ):
+                url = self._get_endpoint_url(request, name)  # DOT's helper: honours OIDC_ISS_ENDPOINT
+                if url is not None:
+                    data.setdefault(key, url)
             response.content = json.dumps(data)
         return response
 

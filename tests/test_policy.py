@@ -1096,6 +1096,14 @@ def test_P6_site_logout_does_not_end_offline_access(browser, api, application):
 # P8: discovery ------------------------------------------------------------------
 
 
+def test_P8_discovery_names_revocation_introspection_and_device_endpoints(api, db):
+    data = api.get("/o/.well-known/openid-configuration").json()
+    assert data["revocation_endpoint"] == "http://testserver/o/revoke_token/"
+    assert data["introspection_endpoint"] == "http://testserver/o/introspect/"
+    assert data["device_authorization_endpoint"] == "http://testserver/o/device-authorization/"
+    assert "none" in data["token_endpoint_auth_methods_supported"]  # public native and CLI clients
+
+
 def test_P8_discovery_lists_offline_access_and_prompt_values(api, db):
     response = api.get("/o/.well-known/openid-configuration")
     assert response.status_code == 200
