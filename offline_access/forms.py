@@ -55,3 +55,9 @@ class ConsentForm(forms.Form):
     @property
     def allowed(self) -> bool:
         return self.cleaned_data.get("decision") == "allow"
+
+
+class DeviceDecisionForm(forms.Form):
+    """Allow or Deny on the device grant's approval page (the scopes come from the stored grant)."""
+
+    decision = forms.ChoiceField(choices=[("allow", _("Allow")), ("deny", _("Deny"))])

@@ -19,28 +19,28 @@ from django.urls import URLPattern, path, re_path
 from django.views.decorators.debug import sensitive_post_parameters
 from oauth2_provider import urls as dot_urls
 
-from . import views
+from . import connected_apps, device, views
 
 app_name = "oauth2_provider"
 
 #: The app's views, served under DOT's own names and routes.
 _REPLACEMENTS = {
     "authorize": path("authorize/", views.OfflineAccessAuthorizationView.as_view(), name="authorize"),
-    "token": path("token/", views.OfflineAccessTokenView.as_view(), name="token"),
+    "token": path("token/", device.OfflineAccessTokenView.as_view(), name="token"),
     "device-authorization": path(
         "device-authorization/",
-        views.OfflineAccessDeviceAuthorizationView.as_view(),
+        device.OfflineAccessDeviceAuthorizationView.as_view(),
         name="device-authorization",
     ),
     "device-confirm": path(
         "device-confirm/<slug:client_id>/<slug:user_code>",
-        views.OfflineAccessDeviceConfirmView.as_view(),
+        device.OfflineAccessDeviceConfirmView.as_view(),
         name="device-confirm",
     ),
-    "device": path("device/", views.OfflineAccessDeviceUserCodeView.as_view(), name="device"),
+    "device": path("device/", device.OfflineAccessDeviceUserCodeView.as_view(), name="device"),
     "device-grant-status": path(
         "device-grant-status/<slug:client_id>/<slug:user_code>",
-        views.OfflineAccessDeviceStatusView.as_view(),
+        device.OfflineAccessDeviceStatusView.as_view(),
         name="device-grant-status",
     ),
     "oidc-connect-discovery-info": re_path(
@@ -79,15 +79,15 @@ urlpatterns = [
 ]
 
 urlpatterns += [
-    path("connected-apps/", views.connected_apps, name="connected-apps"),
+    path("connected-apps/", connected_apps.connected_apps, name="connected-apps"),
     path(
         "connected-apps/<int:consent_id>/revoke/",
-        views.revoke_connected_app,
+        connected_apps.revoke_connected_app,
         name="connected-apps-revoke",
     ),
     path(
         "connected-apps/device/<int:family_id>/revoke/",
-        views.revoke_connected_device,
+        connected_apps.revoke_connected_device,
         name="connected-apps-revoke-device",
     ),
 ]
