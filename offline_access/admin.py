@@ -12,6 +12,7 @@ from __future__ import annotations
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.contrib.admin.widgets import AdminSplitDateTime
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
 from django.db.models import Q
@@ -362,7 +363,7 @@ class EnduringConsentForm(forms.ModelForm):
     expires_at = forms.SplitDateTimeField(
         label=_("Expires at"),
         required=False,
-        widget=admin.widgets.AdminSplitDateTime,
+        widget=AdminSplitDateTime,
         help_text=_("Leave empty for no expiry."),
     )
 
@@ -390,7 +391,9 @@ class EnduringConsentAdmin(ConsentAdminBase):
     """Enduring consents (SPEC C3): an administrator grants one with a reason."""
 
     form = EnduringConsentForm
-    list_filter = (ConsentStateFilter, ("application", admin.RelatedOnlyFieldListFilter))
+
+    def get_list_filter(self, request):
+        return (ConsentStateFilter, ("application", admin.RelatedOnlyFieldListFilter))  # all are enduring
 
     def get_queryset(self, request):
         return super().get_queryset(request).filter(kind=Consent.Kind.ENDURING)
@@ -551,7 +554,8 @@ def _add_policy_inline_to_application_admin() -> None:
     """Show the policy on DOT's application page when DOT's admin is registered already."""
     application_admin = admin.site._registry.get(get_application_model())
     if application_admin is not None and ClientPolicyInline not in application_admin.inlines:
-        application_admin.inlines = [*application_admin.inlines, ClientPolicyInline]
+        # On this one registered instance only: the site's own admin class is left as it is.
+        application_admin.inlines = [*application_admin.inlines, ClientPolicyInline]  # type: ignore[misc]
 
 
 _add_policy_inline_to_application_admin()

@@ -29,6 +29,12 @@ from .models import Consent, ConsentEvent, OfflineTokenFamily
 USER_REVOCATION_REASON = "Revoked by the user on the connected-apps page."
 
 
+def _user_id(request: HttpRequest) -> int:
+    user_id = request.user.pk
+    assert user_id is not None, "login_required lets only signed-in users through"
+    return user_id
+
+
 def _user_page(view):
     """Login required; never cached or framed, like the consent screen."""
     return never_cache(xframe_options_deny(login_required(view)))
@@ -85,7 +91,7 @@ def _connected_apps(consents, devices) -> list[ConnectedApp]:
 @require_safe
 def connected_apps(request: HttpRequest) -> HttpResponse:
     """List the applications that may act for the user while they are away."""
-    active = Consent.objects.active().filter(user=request.user)
+    active = Consent.objects.active().filter(user_id=_user_id(request))
     consents = (
         active.with_usage()
         .select_related("application")
@@ -93,7 +99,7 @@ def connected_apps(request: HttpRequest) -> HttpResponse:
     )
     devices = (
         OfflineTokenFamily.objects.live()
-        .filter(user=request.user, consent__in=active.values("pk"))
+        .filter(user_id=_user_id(request), consent__in=active.values("pk"))
         .with_activity()
         .order_by("created_at", "pk")
     )
@@ -119,10 +125,10 @@ def revoke_connected_app(request: HttpRequest, consent_id: int) -> HttpResponse:
     every token issued under them, so the application loses offline access at once.
     """
     consent = get_object_or_404(
-        Consent.objects.filter(user=request.user).select_related("application"), pk=consent_id
+        Consent.objects.filter(user_id=_user_id(request)).select_related("application"), pk=consent_id
     )
     application = consent.application
-    consents = Consent.objects.active().filter(user=request.user, application=application)
+    consents = Consent.objects.active().filter(user_id=_user_id(request), application=application)
     gone = _("%(name)s no longer has access to your account.") % {"name": application.name}
     if request.method == "POST":
         services.revoke_consents(
@@ -143,7 +149,7 @@ def revoke_connected_app(request: HttpRequest, consent_id: int) -> HttpResponse:
 @require_http_methods(["GET", "HEAD", "POST"])
 def revoke_connected_device(request: HttpRequest, family_id: int) -> HttpResponse:
     """Confirm (GET), then revoke (POST) the tokens of one device; the consent stays."""
-    families = OfflineTokenFamily.objects.filter(user=request.user)
+    families = OfflineTokenFamily.objects.filter(user_id=_user_id(request))
     family = get_object_or_404(families.with_activity().select_related("application"), pk=family_id)
     application = family.application
     device = families.live().filter(pk=family.pk)
@@ -160,7 +166,9 @@ def revoke_connected_device(request: HttpRequest, family_id: int) -> HttpRespons
         return _back_to_list(request, gone, messages.INFO)
     other_devices = (
         families.live()
-        .filter(application=application, consent__in=Consent.objects.active().filter(user=request.user))
+        .filter(
+            application=application, consent__in=Consent.objects.active().filter(user_id=_user_id(request))
+        )
         .exclude(pk=family.pk)
         .count()
     )

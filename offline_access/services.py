@@ -18,7 +18,7 @@ from django.utils import timezone
 from oauth2_provider.models import get_access_token_model, get_grant_model, get_refresh_token_model
 
 from . import OFFLINE_ACCESS_SCOPE, signals
-from .models import Consent, ConsentEvent, OfflineTokenFamily
+from .models import Consent, ConsentEvent, OfflineTokenFamily, OfflineTokenFamilyQuerySet
 
 Via = ConsentEvent.Via
 
@@ -130,7 +130,7 @@ def revoke_offline_access(
 def revoke_everything(
     *,
     consents: QuerySet[Consent],
-    families: QuerySet[OfflineTokenFamily],
+    families: OfflineTokenFamilyQuerySet,
     actor=None,
     reason: str = "",
     via: str,
@@ -174,7 +174,7 @@ def end_token_family(family: OfflineTokenFamily) -> RevocationResult:
 
 
 def revoke_token_families(
-    families: QuerySet[OfflineTokenFamily], *, actor=None, reason: str = "", via: str | None = None
+    families: OfflineTokenFamilyQuerySet, *, actor=None, reason: str = "", via: str | None = None
 ) -> RevocationResult:
     """Revoke the tokens of some token families (devices); their consents stay.
 
@@ -184,20 +184,26 @@ def revoke_token_families(
     """
     now = timezone.now()
     with transaction.atomic():
-        affected = []
+        affected: list[Consent] = []
         if via is not None:
             affected = list(
                 Consent.objects.filter(pk__in=families.live().values("consent_id")).select_for_update()
             )
         result = _revoke_families(families, now=now, actor=actor, reason=reason, via=via)
-        ConsentEvent.objects.bulk_create(
-            [
-                _event(
-                    consent, ConsentEvent.Action.DEVICES_REVOKED, via=via, actor=actor, reason=reason, at=now
-                )
-                for consent in affected
-            ]
-        )
+        if via is not None:
+            ConsentEvent.objects.bulk_create(
+                [
+                    _event(
+                        consent,
+                        ConsentEvent.Action.DEVICES_REVOKED,
+                        via=via,
+                        actor=actor,
+                        reason=reason,
+                        at=now,
+                    )
+                    for consent in affected
+                ]
+            )
         return result
 
 
@@ -319,7 +325,7 @@ def _end_consents(
 
 
 def _revoke_families(
-    families: QuerySet[OfflineTokenFamily], *, now, actor=None, reason: str = "", via: str | None = None
+    families: OfflineTokenFamilyQuerySet, *, now, actor=None, reason: str = "", via: str | None = None
 ) -> RevocationResult:
     """Revoke every refresh and access token of ``families`` in five statements.
 

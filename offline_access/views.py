@@ -155,9 +155,10 @@ class OfflineAccessAuthorizationView(AuthorizationView):
         if action == policy.Decision.APPROVE:
             return self._authorize(application, scopes, credentials, allow=True)
         if action == policy.Decision.CONSENT_REQUIRED:
-            error = ConsentRequired(state=credentials.get("state"))
+            consent_required = ConsentRequired(state=credentials.get("state"))
             return self.error_response(
-                OAuthToolkitError(error=error, redirect_uri=credentials["redirect_uri"]), application
+                OAuthToolkitError(error=consent_required, redirect_uri=credentials["redirect_uri"]),
+                application,
             )
         return self._render_consent_screen(application, scopes, offline_via, credentials)
 

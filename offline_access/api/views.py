@@ -47,16 +47,15 @@ class Schema(AutoSchema):
         return responses
 
 
-class Base:
-    """Session (with CSRF) or a DOT bearer token; paginated; whatever the site's DRF defaults."""
+class Base(APIView):
+    """Session (with CSRF) or a DOT bearer token, whatever the site's DRF defaults; lists paginate."""
 
     # Token first: an unauthenticated request gets 401 with a Bearer challenge (RFC 6750).
     authentication_classes = [OAuth2Authentication, SessionAuthentication]
-    pagination_class = Pagination
     schema = Schema(tags=["offline access"])
 
 
-class RevokeView(Base, APIView):
+class RevokeView(Base):
     request_serializer = serializers.RevokeRequestSerializer
     response_serializer = serializers.RevocationResultSerializer
     response_status = 200
@@ -80,6 +79,7 @@ class MyConsentList(Base, generics.ListAPIView):
 
     permission_classes = [ActsForSignedInUser]
     serializer_class = serializers.ConsentSerializer
+    pagination_class = Pagination
 
     def get_queryset(self):
         return (
@@ -96,6 +96,7 @@ class MyDeviceList(Base, generics.ListAPIView):
 
     permission_classes = [ActsForSignedInUser]
     serializer_class = serializers.DeviceSerializer
+    pagination_class = Pagination
 
     def get_queryset(self):
         return (
@@ -113,7 +114,7 @@ class RevokeMyConsent(RevokeView):
     permission_classes = [ActsForSignedInUser]
 
     def post(self, request, pk: int):
-        consent = get_object_or_404(Consent.objects.filter(user=request.user), pk=pk)
+        consent = get_object_or_404(Consent.objects.filter(user_id=request.user.pk), pk=pk)
         return _result(
             services.revoke_consents(
                 Consent.objects.filter(pk=consent.pk),
@@ -130,7 +131,7 @@ class RevokeMyDevice(RevokeView):
     permission_classes = [ActsForSignedInUser]
 
     def post(self, request, pk: int):
-        family = get_object_or_404(OfflineTokenFamily.objects.filter(user=request.user), pk=pk)
+        family = get_object_or_404(OfflineTokenFamily.objects.filter(user_id=request.user.pk), pk=pk)
         return _result(
             services.revoke_token_families(
                 OfflineTokenFamily.objects.filter(pk=family.pk),
@@ -150,6 +151,7 @@ class ConsentList(Base, generics.ListAPIView):
     permission_classes = [HasModelPermission]
     required_permissions = {"GET": VIEW_CONSENT}
     serializer_class = serializers.StaffConsentSerializer
+    pagination_class = Pagination
 
     def get_queryset(self):
         consents = (
@@ -171,7 +173,7 @@ class ConsentList(Base, generics.ListAPIView):
         return consents
 
 
-class GrantEnduringConsent(Base, APIView):
+class GrantEnduringConsent(Base):
     """Record (or renew: 200) an enduring consent for a user and application (SPEC C3)."""
 
     request_serializer = serializers.EnduringConsentRequestSerializer
