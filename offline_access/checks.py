@@ -88,6 +88,32 @@ def check_settings(app_configs, **kwargs):
                     id="offline_access.E003",
                 )
             )
+    attempts = value.get("DEVICE_CODE_ATTEMPTS", 1)
+    if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
+        errors.append(
+            Error(
+                "OFFLINE_ACCESS['DEVICE_CODE_ATTEMPTS'] must be a positive whole number.",
+                hint="The failed user-code entries allowed per account and address in a window, e.g. 10.",
+                id="offline_access.E003",
+            )
+        )
+    cache_alias = value.get("DEVICE_CODE_ATTEMPT_CACHE", "default")
+    if not isinstance(cache_alias, str) or cache_alias not in django_settings.CACHES:
+        errors.append(
+            Error(
+                f"OFFLINE_ACCESS['DEVICE_CODE_ATTEMPT_CACHE'] names no cache in CACHES: {cache_alias!r}.",
+                hint=f"Use one of: {', '.join(sorted(django_settings.CACHES))}.",
+                id="offline_access.E003",
+            )
+        )
+    getter = value.get("DEVICE_CODE_CLIENT_ADDRESS")
+    if getter is not None and not callable(getter) and not isinstance(getter, str):
+        errors.append(
+            Error(
+                "OFFLINE_ACCESS['DEVICE_CODE_CLIENT_ADDRESS'] must be None, a callable or its dotted path.",
+                id="offline_access.E003",
+            )
+        )
     for key, meaning in (("CONSENT_TEMPLATE", "a template name"), ("API_SCOPE", "a scope name")):
         if key in value and not (isinstance(value[key], str) and value[key].strip()):
             errors.append(

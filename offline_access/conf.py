@@ -25,10 +25,33 @@ DEFAULTS: dict[str, Any] = {
     # The scope a bearer token needs to use the REST API (list and revoke the
     # user's connected apps; staff endpoints also need the model permissions).
     "API_SCOPE": "connected_apps",
+    # RFC 8628 5.1: failed user-code entries on the device page allowed per account
+    # and per client address; the one that reaches it blocks that account or address
+    # (right codes included) for DEVICE_CODE_ATTEMPT_WINDOW, answered with 429.
+    # Only failures count (wrong, expired, used or taken codes), so connecting many
+    # devices is never limited.
+    "DEVICE_CODE_ATTEMPTS": 10,
+    # The window in which DEVICE_CODE_ATTEMPTS failures are counted, and the length
+    # of the block that follows.
+    "DEVICE_CODE_ATTEMPT_WINDOW": timedelta(minutes=5),
+    # The client address the limit counts against: None reads REMOTE_ADDR (never
+    # X-Forwarded-For, which any client can send); or a callable, or its dotted
+    # path, taking the request and returning the address. Behind a reverse proxy,
+    # set REMOTE_ADDR from the proxy's header or name such a callable, or every
+    # user shares the proxy's address.
+    "DEVICE_CODE_CLIENT_ADDRESS": None,
+    # The cache alias keeping the counts. It must be shared by all web workers
+    # (Redis, Memcached, database); a per-process LocMemCache counts per worker.
+    "DEVICE_CODE_ATTEMPT_CACHE": "default",
 }
 
 DURATION_KEYS = frozenset(
-    {"REFRESH_TOKEN_IDLE_TIMEOUT", "REFRESH_TOKEN_ABSOLUTE_LIFETIME", "CONSENT_FORM_MAX_AGE"}
+    {
+        "REFRESH_TOKEN_IDLE_TIMEOUT",
+        "REFRESH_TOKEN_ABSOLUTE_LIFETIME",
+        "CONSENT_FORM_MAX_AGE",
+        "DEVICE_CODE_ATTEMPT_WINDOW",
+    }
 )
 NULLABLE_KEYS = frozenset({"REFRESH_TOKEN_IDLE_TIMEOUT", "REFRESH_TOKEN_ABSOLUTE_LIFETIME"})
 

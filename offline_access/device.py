@@ -8,11 +8,15 @@ the user-code approval page the consent screen.
 from __future__ import annotations
 
 import dataclasses
+import math
 
+from django import forms
 from django.contrib.auth.mixins import LoginRequiredMixin
-from django.http import Http404, HttpResponseBadRequest, JsonResponse
+from django.http import HttpResponseBadRequest, JsonResponse
 from django.shortcuts import get_object_or_404, redirect
+from django.template.response import TemplateResponse
 from django.utils.decorators import method_decorator
+from django.utils.translation import gettext_lazy as _
 from django.views.decorators.cache import never_cache
 from django.views.decorators.clickjacking import xframe_options_deny
 from django.views.decorators.csrf import csrf_exempt
@@ -27,7 +31,7 @@ from oauth2_provider.scopes import get_scopes_backend
 from oauth2_provider.views import TokenView
 from oauth2_provider.views.device import DeviceAuthorizationView, DeviceGrantStatusView, DeviceUserCodeView
 
-from . import OFFLINE_ACCESS_SCOPE, policy, services
+from . import OFFLINE_ACCESS_SCOPE, policy, ratelimit, services
 from .conf import settings
 from .forms import DeviceDecisionForm
 from .validators import DEVICE_CODE_GRANT, client_may_have_offline_access
@@ -40,6 +44,25 @@ class OfflineAccessDeviceAuthorizationView(DeviceAuthorizationView):
     3.4.1 passes whole to its ``DeviceCodeResponse`` and fails with a TypeError.
     The response keeps only the fields RFC 8628 section 3.2 defines.
     """
+
+    def post(self, request, *args, **kwargs):
+        if not request.POST.get("client_id"):
+            # oauthlib also reads the query string, DOT then only the body: a
+            # client_id in the query alone passed oauthlib and raised in DOT (500).
+            # RFC 8628 3.1 puts the parameters in the form-encoded body.
+            response = JsonResponse(
+                {
+                    "error": "invalid_request",
+                    "error_description": "Send client_id in the form-encoded request body.",
+                },
+                status=400,
+            )
+        else:
+            response = super().post(request, *args, **kwargs)
+        # RFC 8628 3.2 / RFC 6749 5.1: the answer carries the device_code.
+        response["Cache-Control"] = "no-store"
+        response["Pragma"] = "no-cache"
+        return response
 
     def create_device_authorization_response(self, request):
         headers, response, status = super().create_device_authorization_response(request)
@@ -68,6 +91,10 @@ class OfflineAccessTokenView(TokenView):
                 return _token_error("invalid_request", "Missing device_code parameter.")
             if not get_device_grant_model().objects.filter(device_code=device_code).exists():
                 return _token_error("invalid_grant", "Unknown device_code.")
+            response = self.authorization_flow_token_response(request)
+            # RFC 6749 5.1 / 5.2, every poll answer, errors included: never cached.
+            response["Cache-Control"] = "no-store"
+            return response
         return self.authorization_flow_token_response(request)
 
 
@@ -77,11 +104,77 @@ def _token_error(error: str, description: str) -> JsonResponse:
     )
 
 
+def _code_entry_limit() -> ratelimit.AttemptLimit:
+    return ratelimit.AttemptLimit(
+        name="device-code",
+        attempts=settings.DEVICE_CODE_ATTEMPTS,
+        window=settings.DEVICE_CODE_ATTEMPT_WINDOW,
+        cache_alias=settings.DEVICE_CODE_ATTEMPT_CACHE,
+    )
+
+
+def _code_entry_subjects(request) -> list[str]:
+    """Who a code entry counts against: the account, and the client address (RFC 8628 5.1)."""
+    subjects = [f"user:{request.user.pk}"]
+    address = ratelimit.client_address(request, settings.DEVICE_CODE_CLIENT_ADDRESS)
+    if address:
+        subjects.append(f"address:{address}")
+    return subjects
+
+
 @method_decorator([never_cache, xframe_options_deny], name="dispatch")
 class OfflineAccessDeviceUserCodeView(DeviceUserCodeView):
-    """DOT's page where the user types the device's code, in the app's look."""
+    """DOT's page where the user types the device's code, in the app's look.
+
+    Two changes to DOT's behaviour, both RFC 8628 section 5:
+
+    - Guessing is limited (5.1): failed entries count against the account and the
+      client address; once either has used up ``DEVICE_CODE_ATTEMPTS`` within
+      ``DEVICE_CODE_ATTEMPT_WINDOW``, every entry, right or wrong, gets a 429 page
+      until the window has passed.
+    - A code is claimed by the first account that types it while it is pending
+      (one conditional UPDATE). DOT's page switched the grant to whoever typed the
+      code last, so a victim typing an attacker's code at the moment the attacker
+      clicked Allow handed the victim's account to the attacker's device.
+    """
 
     template_name = "offline_access/device/user_code.html"
+    rate_limited_template_name = "offline_access/device/rate_limited.html"
+
+    def post(self, request, *args, **kwargs):
+        retry_after = _code_entry_limit().retry_after(_code_entry_subjects(request))
+        if retry_after is not None:
+            response = TemplateResponse(
+                request,
+                self.rate_limited_template_name,
+                {"retry_after": retry_after, "retry_minutes": math.ceil(retry_after / 60)},
+                status=429,
+            )
+            response["Retry-After"] = str(retry_after)
+            return response
+        return super().post(request, *args, **kwargs)
+
+    def form_valid(self, form):
+        grant = form.cleaned_data["device_grant"]
+        if not services.claim_device_grant(grant, user=self.request.user):
+            form.add_error(
+                "user_code",
+                forms.ValidationError(
+                    _(
+                        "This code is already being approved from another account, or it is no longer "
+                        "valid. If you did not start this on a device in front of you, do not continue."
+                    ),
+                    code="user_code_taken",
+                ),
+            )
+            return self.form_invalid(form)
+        self.device_grant = grant
+        # DOT's form_valid would save the grant's user unconditionally; skip to FormView's redirect.
+        return FormView.form_valid(self, form)
+
+    def form_invalid(self, form):
+        _code_entry_limit().record_failure(_code_entry_subjects(self.request))
+        return super().form_invalid(form)
 
 
 @method_decorator([never_cache, xframe_options_deny], name="dispatch")
@@ -95,9 +188,13 @@ class OfflineAccessDeviceStatusView(DeviceGrantStatusView):
 class OfflineAccessDeviceConfirmView(LoginRequiredMixin, FormView):
     """The device grant's approval page is the consent screen (SPEC P7).
 
-    Same template, notice and Allow/Deny buttons as the authorization endpoint;
-    Allow records the consent before the device can get any token. The scopes
-    come from the stored device grant, never from the POST.
+    Same template, notice and Allow/Deny buttons as the authorization endpoint,
+    plus RFC 8628 5.4's remote-phishing warning. The scopes come from the stored
+    device grant, never from the POST. The decision is one conditional UPDATE
+    bound to this user, the code and the pending state, with the consent recorded
+    in its transaction (:func:`services.decide_device_grant`): when the code was
+    taken over, expired or decided meanwhile, the user gets a page saying so and
+    nothing changes.
     """
 
     form_class = DeviceDecisionForm
@@ -106,50 +203,60 @@ class OfflineAccessDeviceConfirmView(LoginRequiredMixin, FormView):
         return [settings.CONSENT_TEMPLATE]
 
     def get_device_grant(self):
+        """The pending grant this user claimed on the code-entry page, or None."""
         model = get_device_grant_model()
-        return get_object_or_404(
-            model,
+        return model.objects.filter(
             client_id=self.kwargs["client_id"],
             user_code=self.kwargs["user_code"],
             status=model.AUTHORIZATION_PENDING,
             user=self.request.user,
-        )
+        ).first()
 
-    def _approval(self):
-        grant = self.get_device_grant()
+    def _approval(self, grant):
         application = get_object_or_404(get_application_model(), client_id=grant.client_id)
         scopes, offline_via = policy.device_approval_scopes(
             dict.fromkeys(grant.scope.split()),
             client_may_have_offline_access=client_may_have_offline_access(application, self.request),
         )
-        return grant, application, scopes, offline_via
+        return application, scopes, offline_via
+
+    def not_pending(self, status: int):
+        """The page for a code that is not (or no longer) waiting for this user's decision."""
+        return TemplateResponse(self.request, "offline_access/device/not_pending.html", {}, status=status)
 
     def get(self, request, *args, **kwargs):
-        grant, application, scopes, _offline_via = self._approval()
-        if grant.is_expired():
-            raise Http404("This code has expired.")
+        grant = self.get_device_grant()
+        if grant is None or grant.is_expired():
+            return self.not_pending(404)
+        application, scopes, _offline_via = self._approval(grant)
         descriptions = get_scopes_backend().get_all_scopes()
         return self.render_to_response(
             self.get_context_data(
                 application=application,
                 scopes=[(scope, descriptions.get(scope, scope)) for scope in scopes],
                 offline_access=OFFLINE_ACCESS_SCOPE in scopes,
+                # RFC 8628 5.4: the remote-phishing warning, on this page only.
+                device_flow=True,
             )
         )
 
     def form_valid(self, form):
-        grant, application, scopes, offline_via = self._approval()
-        if grant.is_expired():
-            raise Http404("This code has expired.")
-        if form.cleaned_data["decision"] == "allow":
-            if offline_via == policy.OfflineVia.SCREEN:
-                services.record_interactive_consent(
-                    user=self.request.user, application=application, scopes=scopes
-                )
-            grant.scope, grant.status = " ".join(scopes), grant.AUTHORIZED
-        else:
-            grant.status = grant.DENIED
-        grant.save(update_fields=["scope", "status"])
+        grant = self.get_device_grant()
+        if grant is None or grant.is_expired():
+            return self.not_pending(404)
+        application, scopes, offline_via = self._approval(grant)
+        # One conditional UPDATE binds the decision to this user, the code and the
+        # pending state; the grant read above only chose the scopes to show.
+        decided = services.decide_device_grant(
+            grant,
+            user=self.request.user,
+            application=application,
+            allow=form.cleaned_data["decision"] == "allow",
+            scopes=scopes,
+            record_consent=offline_via == policy.OfflineVia.SCREEN,
+        )
+        if not decided:
+            return self.not_pending(409)
         return redirect(
             "oauth2_provider:device-grant-status", client_id=grant.client_id, user_code=grant.user_code
         )

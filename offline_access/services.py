@@ -13,9 +13,14 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.db import IntegrityError, transaction
-from django.db.models import Exists, OuterRef, QuerySet
+from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
-from oauth2_provider.models import get_access_token_model, get_grant_model, get_refresh_token_model
+from oauth2_provider.models import (
+    get_access_token_model,
+    get_device_grant_model,
+    get_grant_model,
+    get_refresh_token_model,
+)
 
 from . import OFFLINE_ACCESS_SCOPE, signals
 from .models import Consent, ConsentEvent, OfflineTokenFamily, OfflineTokenFamilyQuerySet
@@ -232,6 +237,57 @@ def link_token_family(*, token_family, user, application, consent_id) -> Offline
         signals.offline_token_issued, OfflineTokenFamily, family=family, consent_id=consent_id
     )
     return family
+
+
+def claim_device_grant(grant, *, user) -> bool:
+    """RFC 8628 3.3: tie a pending device grant to the account that typed its user code.
+
+    One conditional UPDATE: the grant must still be pending and unexpired, and
+    not already claimed by another account. Once an account has the approval page
+    open, nobody else can switch the grant to theirs; the approval itself is
+    bound to the account as well (:func:`decide_device_grant`). Returns whether
+    the grant is now this user's.
+    """
+    model = get_device_grant_model()
+    return bool(
+        model.objects.filter(pk=grant.pk, status=model.AUTHORIZATION_PENDING, expires__gt=timezone.now())
+        .filter(Q(user__isnull=True) | Q(user=user))
+        .update(user=user)
+    )
+
+
+def decide_device_grant(
+    grant, *, user, application, allow: bool, scopes: Iterable[str], record_consent: bool
+) -> bool:
+    """RFC 8628 3.3, SPEC P7: record the user's Allow or Deny on a device grant.
+
+    The decision is one conditional UPDATE bound to the grant, its user code and
+    client, the deciding user and the pending state: if another account took the
+    code over, or it expired or was decided meanwhile, nothing changes and this
+    returns False. The consent (when the screen granted ``offline_access``) is
+    recorded in the same transaction, after the UPDATE: a failed approval leaves
+    no consent, and a failed consent leaves no approval. On PostgreSQL the
+    UPDATE's row lock makes a concurrent code entry wait for this commit.
+    """
+    model = get_device_grant_model()
+    scopes = list(dict.fromkeys(scopes))
+    with transaction.atomic():
+        decided = model.objects.filter(
+            pk=grant.pk,
+            client_id=grant.client_id,
+            user_code=grant.user_code,
+            user=user,
+            status=model.AUTHORIZATION_PENDING,
+            expires__gt=timezone.now(),
+        ).update(
+            status=model.AUTHORIZED if allow else model.DENIED,
+            scope=" ".join(scopes) if allow else grant.scope,
+        )
+        if not decided:
+            return False
+        if allow and record_consent:
+            record_interactive_consent(user=user, application=application, scopes=scopes)
+        return True
 
 
 # Internals -----------------------------------------------------------------

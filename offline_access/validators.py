@@ -240,9 +240,10 @@ class OfflineAccessValidator(OAuth2Validator):
         elif answer == policy.DevicePoll.PENDING:
             pending.update(last_checked=now)
         elif answer == policy.DevicePoll.AUTHORIZED:
-            claimed = device_grant_model.objects.filter(pk=grant.pk, status=grant.AUTHORIZED).update(
-                status=DEVICE_CODE_REDEEMED, last_checked=now
-            )
+            # Bound to the user read above: the tokens go to the account that approved.
+            claimed = device_grant_model.objects.filter(
+                pk=grant.pk, status=grant.AUTHORIZED, user_id=grant.user_id
+            ).update(status=DEVICE_CODE_REDEEMED, last_checked=now)
             if not claimed:
                 return None  # a concurrent poll redeemed it first
             request.user = grant.user

@@ -210,3 +210,23 @@ def test_settings_and_url_checks_are_registered(settings):
     settings.ROOT_URLCONF = "tests.urls_dot_authorize"
     with pytest.raises(SystemCheckError, match=r"offline_access\.E004"):
         call_command("check", stdout=StringIO(), stderr=StringIO())
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("DEVICE_CODE_ATTEMPTS", 0),
+        ("DEVICE_CODE_ATTEMPTS", "10"),
+        ("DEVICE_CODE_ATTEMPTS", True),
+        ("DEVICE_CODE_ATTEMPT_WINDOW", 0),
+        ("DEVICE_CODE_ATTEMPT_WINDOW", None),
+        ("DEVICE_CODE_ATTEMPT_CACHE", "no-such-cache"),
+        ("DEVICE_CODE_CLIENT_ADDRESS", 42),
+        ("DEVICE_CODE_ATTEMPT_CACHE", ["default"]),
+    ],
+)
+def test_E003_device_code_attempt_settings(settings, key, value):
+    settings.OFFLINE_ACCESS = {key: value}
+    errors = checks.check_settings(None)
+    assert ids(errors) == ["offline_access.E003"]
+    assert repr(key) in errors[0].msg

@@ -6,13 +6,15 @@ PostgreSQL env only (tox -e py311-dj52-postgres; CI runs it).
 
 from __future__ import annotations
 
+import secrets
 import threading
+from datetime import timedelta
 
 import pytest
 from django.db import connection, connections
 from django.test import Client
 from django.utils import timezone
-from oauth2_provider.models import get_access_token_model, get_refresh_token_model
+from oauth2_provider.models import get_access_token_model, get_device_grant_model, get_refresh_token_model
 
 from offline_access import services
 from offline_access.models import Consent, ConsentEvent
@@ -143,3 +145,129 @@ def test_P6_refresh_after_a_committed_revocation_mints_nothing(browser, applicat
     assert response.json()["error"] == "invalid_grant"
     assert not RefreshToken.objects.filter(revoked__isnull=True).exists()
     assert not AccessToken.objects.filter(expires__gt=timezone.now()).exists()
+
+
+# Device approval race (issue 8) ------------------------------------------------------
+
+DEVICE_RACE_TRIALS = 30
+
+
+@pytest.fixture
+def unlimited_code_entry(settings):
+    """The victim's refused entries would otherwise use up the test client's address's attempts."""
+    from django.core.cache import cache
+
+    settings.OFFLINE_ACCESS = {**getattr(settings, "OFFLINE_ACCESS", {}), "DEVICE_CODE_ATTEMPTS": 10_000}
+    cache.clear()
+    yield
+    cache.clear()
+
+
+def _device_client(db_factories):
+    return db_factories.PublicApplicationFactory(
+        client_id="race-cli",
+        authorization_grant_type="urn:ietf:params:oauth:grant-type:device_code",
+        redirect_uris="",
+    )
+
+
+def _device_grant_claimed_by(cli, attacker_user):
+    """A pending device grant whose code the attacker already typed (the race starts after)."""
+    suffix = secrets.token_hex(4).upper()
+    return get_device_grant_model().objects.create(
+        client_id=cli.client_id,
+        device_code=secrets.token_urlsafe(24),
+        user_code=f"RACE{suffix}",
+        scope="openid offline_access",
+        expires=timezone.now() + timedelta(minutes=10),
+        user=attacker_user,
+    )
+
+
+def _poll(cli, device_code: str):
+    get_device_grant_model().objects.filter(device_code=device_code).update(
+        last_checked=timezone.now() - timedelta(seconds=60)
+    )
+    return Client().post(
+        "/o/token/",
+        {
+            "grant_type": "urn:ietf:params:oauth:grant-type:device_code",
+            "device_code": device_code,
+            "client_id": cli.client_id,
+        },
+    )
+
+
+def _race_trials(user, other_user, victim_claims):
+    """The attacker (``other_user``) clicks Allow on the approval page of its own code
+    while the victim (``user``) types that code; tokens must go only to the account that
+    clicked Allow. ``victim_claims(victim_browser, device_code, user_code)`` is the
+    victim's side of the race."""
+    from . import factories
+
+    cli = _device_client(factories)
+    # The victim already uses this client offline: the worst case hands over a refresh token.
+    services.record_interactive_consent(user=user, application=cli, scopes=["openid", "offline_access"])
+    attacker, victim = Client(), Client()
+    attacker.force_login(other_user)
+    victim.force_login(user)
+    approved, leaked = 0, 0
+    for _ in range(DEVICE_RACE_TRIALS):
+        grant = _device_grant_claimed_by(cli, other_user)
+        device_code, user_code = grant.device_code, grant.user_code
+        confirm_url = f"/o/device-confirm/{cli.client_id}/{user_code}"
+        barrier = threading.Barrier(2)
+
+        def click_allow(confirm_url=confirm_url, barrier=barrier):
+            barrier.wait(timeout=10)
+            return attacker.post(confirm_url, {"decision": "allow"}).status_code
+
+        def type_code(device_code=device_code, user_code=user_code, barrier=barrier):
+            barrier.wait(timeout=10)
+            return victim_claims(victim, device_code, user_code)
+
+        allowing, typing = in_thread(click_allow), in_thread(type_code)
+        allow_status = finish(*allowing)
+        finish(*typing)
+        assert allow_status in (302, 404, 409), allow_status  # never a 500
+        grant.refresh_from_db()
+        if grant.status == grant.AUTHORIZATION_PENDING:
+            continue  # nothing was decided: no poll can get tokens (checked for all at the end)
+        response = _poll(cli, device_code)
+        if response.status_code == 200:
+            approved += 1
+            assert allow_status == 302
+            if AccessToken.objects.get(token=response.json()["access_token"]).user != other_user:
+                leaked += 1
+    assert leaked == 0, f"the victim's tokens reached the attacker's device in {leaked} trials"
+    assert not AccessToken.objects.filter(user=user).exists()
+    assert not RefreshToken.objects.filter(user=user).exists()
+    assert AccessToken.objects.filter(user=other_user).count() == approved
+    return approved
+
+
+def test_device_approval_race_through_the_code_entry_page(user, other_user, unlimited_code_entry):
+    """The victim types the attacker's code on the real code-entry page during the Allow."""
+
+    def victim_types_code(victim, device_code, user_code):
+        return victim.post("/o/device/", {"user_code": user_code}).status_code
+
+    approved = _race_trials(user, other_user, victim_types_code)
+    # The code-entry page leaves a grant another account is approving alone.
+    assert approved == DEVICE_RACE_TRIALS
+
+
+def test_device_approval_race_against_any_reassignment_while_pending(user, other_user, unlimited_code_entry):
+    """Whatever switches a pending grant to another account, the Allow binds to the approver.
+
+    The victim's side here is the bare reassignment a code-entry page does that lets
+    whoever has the code take it over while it is pending (as RFC 8628 would allow).
+    """
+
+    def reassign_while_pending(victim, device_code, user_code):
+        model = get_device_grant_model()
+        return model.objects.filter(device_code=device_code, status=model.AUTHORIZATION_PENDING).update(
+            user=user
+        )
+
+    _race_trials(user, other_user, reassign_while_pending)

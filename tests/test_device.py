@@ -8,7 +8,7 @@ from urllib.parse import urlencode
 import pytest
 from django.test import Client
 from django.utils import timezone
-from oauth2_provider.models import get_device_grant_model
+from oauth2_provider.models import get_access_token_model, get_device_grant_model
 
 from offline_access.models import Consent, ConsentEvent, OfflineTokenFamily
 
@@ -232,3 +232,310 @@ def test_code_entry_page_and_status_page_use_the_apps_look(browser, api, cli):
     assert "Device connected" in browser.get(status_url).content.decode()
     poll(api, cli, started["device_code"])  # redeemed: the page still says connected
     assert "Device connected" in browser.get(status_url).content.decode()
+
+
+# Security review, issue 8 --------------------------------------------------------
+
+AccessTokenModel = get_access_token_model()
+
+
+def cache_control(response) -> set[str]:
+    return {part.strip() for part in response.get("Cache-Control", "").split(",")}
+
+
+def status_of(started: dict) -> str:
+    return DeviceGrant.objects.get(device_code=started["device_code"]).status
+
+
+def claimed_by(browser: Client, started: dict) -> str:
+    """``browser``'s user types the code and opens the approval page; returns its URL."""
+    confirm_url = enter_code(browser, started["user_code"])
+    assert browser.get(confirm_url).status_code == 200
+    return confirm_url
+
+
+@pytest.fixture
+def attacker(other_user) -> Client:
+    client = Client()
+    client.force_login(other_user)
+    return client
+
+
+def test_device_approval_race_victim_typing_the_code_mid_approval_gets_no_tokens(
+    attacker, api, cli, user, other_user, monkeypatch
+):
+    """Issue 8: the victim types the attacker's code while the attacker's Allow is in flight.
+
+    The victim's code entry lands after the Allow handler read the grant (as the
+    attacker's) and before it writes the decision: the approval must not go through
+    for an account that did not click Allow.
+    """
+    from offline_access import policy, services
+
+    services.record_interactive_consent(user=user, application=cli, scopes=["openid", "offline_access"])
+    started = start(api, cli)
+    confirm_url = claimed_by(attacker, started)
+    original = policy.device_approval_scopes
+
+    def victim_types_the_code_now(*args, **kwargs):
+        DeviceGrant.objects.filter(device_code=started["device_code"]).update(user=user)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(policy, "device_approval_scopes", victim_types_the_code_now)
+
+    response = attacker.post(confirm_url, {"decision": "allow"})
+
+    body = poll(api, cli, started["device_code"]).json()
+    assert "access_token" not in body, body
+    assert not AccessTokenModel.objects.filter(user=user).exists()
+    grant = DeviceGrant.objects.get(device_code=started["device_code"])
+    assert grant.status == DeviceGrant.AUTHORIZATION_PENDING
+    # Nor is a consent recorded for the attacker by an approval that did not happen.
+    assert not Consent.objects.filter(user=other_user).exists()
+    # The attacker is told, with a page rather than an error.
+    assert response.status_code == 409
+    assert "no longer waiting for your approval" in response.content.decode()
+
+
+def test_device_approval_after_the_code_was_reassigned_between_page_and_post(
+    attacker, api, cli, user, other_user
+):
+    """The victim typed the code after the attacker's page was shown: the Allow is refused, clearly."""
+    started = start(api, cli)
+    confirm_url = claimed_by(attacker, started)
+    DeviceGrant.objects.filter(device_code=started["device_code"]).update(user=user)
+
+    response = attacker.post(confirm_url, {"decision": "allow"})
+
+    assert response.status_code in (404, 409)
+    assert "no longer waiting for your approval" in response.content.decode()
+    assert status_of(started) == DeviceGrant.AUTHORIZATION_PENDING
+    assert "access_token" not in poll(api, cli, started["device_code"]).json()
+    assert not AccessTokenModel.objects.filter(user=user).exists()
+
+
+def test_device_deny_is_bound_to_the_approver_too(attacker, api, cli, user, monkeypatch):
+    from offline_access import policy
+
+    started = start(api, cli)
+    confirm_url = claimed_by(attacker, started)
+    original = policy.device_approval_scopes
+
+    def victim_types_the_code_now(*args, **kwargs):
+        DeviceGrant.objects.filter(device_code=started["device_code"]).update(user=user)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(policy, "device_approval_scopes", victim_types_the_code_now)
+    response = attacker.post(confirm_url, {"decision": "deny"})
+    assert status_of(started) == DeviceGrant.AUTHORIZATION_PENDING
+    assert response.status_code == 409
+
+
+def test_device_code_claimed_by_another_account_is_not_reassigned(attacker, browser, api, cli, other_user):
+    """A code already being approved from one account cannot be switched to another.
+
+    RFC 8628 lets whoever holds the code approve, but switching the grant's
+    account while an approval page is open is what the race above feeds on; the
+    second account is told, and the first keeps its page.
+    """
+    started = start(api, cli)
+    confirm_url = claimed_by(attacker, started)
+
+    response = browser.post("/o/device/", {"user_code": started["user_code"]})
+
+    assert response.status_code == 200
+    assert "already being approved from another account" in response.content.decode()
+    assert DeviceGrant.objects.get(device_code=started["device_code"]).user == other_user
+    # The first account can still decide.
+    assert attacker.post(confirm_url, {"decision": "allow"}).status_code == 302
+
+
+def test_device_approval_consent_stands_or_falls_with_the_approval(
+    attacker, api, cli, other_user, monkeypatch
+):
+    """The consent is written in the transaction of the approval, or not at all.
+
+    Here the approval fails after the consent was written (a database error,
+    simulated): neither the consent, nor its event, nor the approval may remain.
+    """
+    from offline_access import services
+
+    started = start(api, cli)
+    confirm_url = claimed_by(attacker, started)
+    original = services.record_interactive_consent
+
+    def consent_then_failure(**kwargs):
+        original(**kwargs)
+        raise RuntimeError("simulated failure after the consent was written")
+
+    monkeypatch.setattr(services, "record_interactive_consent", consent_then_failure)
+    attacker.raise_request_exception = False
+
+    response = attacker.post(confirm_url, {"decision": "allow"})
+
+    assert not Consent.objects.filter(user=other_user).exists()
+    assert not ConsentEvent.objects.exists()
+    assert status_of(started) == DeviceGrant.AUTHORIZATION_PENDING
+    assert response.status_code == 500  # the failure itself is an honest server error
+
+
+def test_device_authorization_with_client_id_in_the_query_is_a_400_not_a_500(cli):
+    """Issue 8: client_id only in the query string used to raise a KeyError in DOT's view."""
+    api = Client(raise_request_exception=False)
+    response = form_post(api, f"/o/device-authorization/?client_id={cli.client_id}", {"scope": "openid"})
+    assert response.status_code == 400, response.content
+    assert response.json()["error"] == "invalid_request"
+    assert "no-store" in cache_control(response)
+
+
+def test_device_authorization_response_is_not_cached(api, cli):
+    """RFC 8628 3.2 / RFC 6749 5.1: the response carries the device_code."""
+    response = form_post(api, "/o/device-authorization/", {"client_id": cli.client_id, "scope": "openid"})
+    assert response.status_code == 200
+    assert "no-store" in cache_control(response)
+    error = form_post(api, "/o/device-authorization/", {"client_id": "no-such-client"})
+    assert error.status_code in (400, 401)
+    assert "no-store" in cache_control(error)
+
+
+def test_device_poll_answers_are_not_cached(browser, api, cli):
+    started = start(api, cli)
+    answers = [poll(api, cli, started["device_code"])]  # authorization_pending
+    answers.append(poll(api, cli, started["device_code"], wait=False))  # slow_down
+    approve(browser, started)
+    answers.append(poll(api, cli, started["device_code"]))  # tokens
+    answers.append(poll(api, cli, started["device_code"]))  # redeemed: invalid_grant
+    answers.append(poll(api, cli, "no-such-code"))
+    assert [answer.status_code for answer in answers] == [400, 400, 200, 400, 400]
+    for answer in answers:
+        assert "no-store" in cache_control(answer), answer.content
+
+
+def test_rfc8628_5_4_remote_phishing_warning_on_the_device_approval_page_only(browser, api, cli, application):
+    from .oauth import authorize_url
+
+    device_page = approve(browser, start(api, cli))
+    assert 'id="device-phishing-warning"' in device_page.content.decode()
+    assert "Only continue if you started this on a device that you own" in device_page.content.decode()
+
+    consent_page = browser.get(authorize_url(application, prompt="consent"))
+    assert consent_page.status_code == 200
+    assert consent_page.templates[0].name == "offline_access/consent.html"
+    assert "device-phishing-warning" not in consent_page.content.decode()
+
+
+# RFC 8628 5.1: user-code guessing is limited -----------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def empty_cache():
+    """The attempt counts live in the (locmem) cache, which outlives a test."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+    cache.clear()
+
+
+@pytest.fixture
+def attempt_limit(settings):
+    settings.OFFLINE_ACCESS = {
+        **getattr(settings, "OFFLINE_ACCESS", {}),
+        "DEVICE_CODE_ATTEMPTS": 3,
+        "DEVICE_CODE_ATTEMPT_WINDOW": timedelta(minutes=5),
+    }
+    return 3
+
+
+def browser_at(user, address: str, **extra) -> Client:
+    client = Client(REMOTE_ADDR=address, **extra)
+    client.force_login(user)
+    return client
+
+
+def guess(client: Client, code="WRONG000"):
+    return client.post("/o/device/", {"user_code": code})
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    """Move the process's clock forward (time.time: the limit and the locmem cache both read it)."""
+    import time
+
+    real = time.time
+    offset = {"seconds": 0.0}
+    monkeypatch.setattr(time, "time", lambda: real() + offset["seconds"])
+
+    def advance(seconds: float) -> None:
+        offset["seconds"] += seconds
+
+    return advance
+
+
+def test_rfc8628_5_1_wrong_codes_are_limited_per_account(api, cli, user, attempt_limit):
+    started = start(api, cli)
+    guesser = browser_at(user, "192.0.2.1")
+    assert [guess(guesser).status_code for _ in range(attempt_limit)] == [200] * attempt_limit
+
+    refused = guess(guesser, started["user_code"])  # even the right code
+
+    assert refused.status_code == 429
+    assert 0 < int(refused["Retry-After"]) <= 300
+    assert refused.templates[0].name == "offline_access/device/rate_limited.html"
+    assert "offline_access/base.html" in [template.name for template in refused.templates]
+    assert "You can try again in 5 minutes." in refused.content.decode()
+    assert DeviceGrant.objects.get(device_code=started["device_code"]).user is None
+    # The same account from another address is limited too; the address is not.
+    assert guess(browser_at(user, "198.51.100.7"), started["user_code"]).status_code == 429
+
+
+def test_rfc8628_5_1_wrong_codes_are_limited_per_client_address(api, cli, user, other_user, attempt_limit):
+    started = start(api, cli)
+    third = factories.UserFactory(username="trudy")
+    guess(browser_at(user, "192.0.2.9"))
+    guess(browser_at(other_user, "192.0.2.9"))
+    guess(browser_at(third, "192.0.2.9"))
+
+    fresh_account = browser_at(factories.UserFactory(username="zoe"), "192.0.2.9")
+    assert guess(fresh_account, started["user_code"]).status_code == 429
+    # Another address, with an account that failed only once, gets through.
+    assert enter_code(browser_at(user, "203.0.113.5"), started["user_code"]).startswith("/o/device-confirm/")
+
+
+def test_rfc8628_5_1_the_limit_ignores_x_forwarded_for_by_default(user, other_user, attempt_limit):
+    for number in range(attempt_limit):
+        guess(browser_at(user, "192.0.2.20", HTTP_X_FORWARDED_FOR=f"10.0.0.{number}"))
+    assert guess(browser_at(other_user, "192.0.2.20", HTTP_X_FORWARDED_FOR="10.9.9.9")).status_code == 429
+
+
+def test_rfc8628_5_1_a_site_can_name_how_to_find_the_client_address(
+    settings, user, other_user, attempt_limit
+):
+    settings.OFFLINE_ACCESS = {
+        **settings.OFFLINE_ACCESS,
+        "DEVICE_CODE_CLIENT_ADDRESS": lambda request: request.META.get("HTTP_X_REAL_IP"),
+    }
+    for _ in range(attempt_limit):
+        guess(browser_at(user, "10.0.0.1", HTTP_X_REAL_IP="192.0.2.30"))
+    assert guess(browser_at(other_user, "10.0.0.1", HTTP_X_REAL_IP="192.0.2.30")).status_code == 429
+    assert guess(browser_at(other_user, "10.0.0.1", HTTP_X_REAL_IP="192.0.2.31")).status_code == 200
+
+
+def test_rfc8628_5_1_the_limit_lifts_after_the_window(api, cli, user, attempt_limit, clock):
+    started = start(api, cli)
+    guesser = browser_at(user, "192.0.2.40")
+    for _ in range(attempt_limit):
+        guess(guesser)
+    clock(4 * 60)
+    assert guess(guesser, started["user_code"]).status_code == 429  # still inside the window
+    clock(61)
+    response = guess(guesser, started["user_code"])
+    assert response.status_code == 302
+    assert DeviceGrant.objects.get(device_code=started["device_code"]).user == user
+
+
+def test_rfc8628_5_1_successful_entries_do_not_count(api, cli, user, attempt_limit):
+    browser = browser_at(user, "192.0.2.50")
+    for _ in range(attempt_limit + 2):
+        enter_code(browser, start(api, cli)["user_code"])
+    assert guess(browser).status_code == 200
