@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+import secrets
+from datetime import datetime
 from typing import Any
 
 from django import forms
 from django.core import signing
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from .conf import settings
@@ -14,6 +17,16 @@ _SALT = "offline_access.consent"
 def sign_consent_request(payload: dict[str, Any]) -> str:
     """Sign what the consent screen shows, so the POST cannot change it (SPEC P3)."""
     return signing.dumps(payload, salt=_SALT, compress=True)
+
+
+def new_form_identity() -> dict[str, str]:
+    """What makes each rendering of the consent screen its own single-use form.
+
+    A random nonce (claimed once on POST, :func:`offline_access.services.use_consent_form`)
+    and the moment the page was shown (a revocation after it refuses the form).
+    Both go into the signed payload next to the request.
+    """
+    return {"nonce": secrets.token_urlsafe(32), "rendered_at": timezone.now().isoformat()}
 
 
 class ConsentForm(forms.Form):
@@ -50,6 +63,16 @@ class ConsentForm(forms.Form):
                 _("This consent screen was shown to another account. Start again from the application."),
                 code="wrong_user",
             )
+        try:
+            # A payload without these (signed by an older version) would be reusable: refused.
+            payload["rendered_at"] = datetime.fromisoformat(payload["rendered_at"])
+            if not isinstance(payload["nonce"], str) or not payload["nonce"]:
+                raise ValueError("empty nonce")
+        except (KeyError, TypeError, ValueError):
+            raise forms.ValidationError(
+                _("This consent request is not valid. Go back to the application and try again."),
+                code="invalid",
+            ) from None
         return payload
 
     @property

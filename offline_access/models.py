@@ -218,6 +218,8 @@ class ConsentEvent(models.Model):
         REVOKED = "revoked", _("Revoked")
         EXPIRED = "expired", _("Expired")
         DEVICES_REVOKED = "devices_revoked", _("Devices revoked (consent kept)")
+        # RFC 6749 4.1.2: a code presented twice revokes the tokens it produced.
+        CODE_REPLAYED = "code_replayed", _("Authorization code replayed (its tokens revoked)")
 
     class Via(models.TextChoices):
         CONSENT_SCREEN = "consent_screen", _("Consent screen")
@@ -225,7 +227,7 @@ class ConsentEvent(models.Model):
         COMMAND = "command", _("Management command")
         API = "api", _("REST API")
         USER = "user", _("The user's connected-apps page")
-        SYSTEM = "system", _("Automatic (expiry)")
+        SYSTEM = "system", _("Automatic (expiry, code replay)")
 
     consent = models.ForeignKey(
         Consent,
@@ -319,6 +321,18 @@ class OfflineTokenFamily(models.Model):
     ended_at = models.DateTimeField(
         _("ended at"), null=True, blank=True, help_text=_("When the family was revoked or ran out.")
     )
+    code_hash = models.CharField(
+        _("authorization code (keyed hash)"),
+        max_length=64,
+        blank=True,
+        default="",
+        editable=False,
+        db_index=True,
+        help_text=_(
+            "Keyed hash of the authorization code that started this family (never the code itself): "
+            "a replay of that code revokes the family (RFC 6749 4.1.2). Empty for other grants."
+        ),
+    )
 
     objects = OfflineTokenFamilyQuerySet.as_manager()
 
@@ -374,3 +388,30 @@ class ClientPolicy(models.Model):
 
     def __str__(self) -> str:
         return f"Offline access policy #{self.pk}"
+
+
+class ConsentFormUse(models.Model):
+    """One consent form (a rendering of the consent screen) that has been posted.
+
+    The form is signed (SPEC P3), which stops changes but not a second POST of
+    the same form: each rendering carries a random nonce, and its row here makes
+    every later POST of it fail on the unique constraint, across all workers.
+    Rows are kept only while the form's signature could still be accepted
+    (``CONSENT_FORM_MAX_AGE``); later ones are deleted as new forms are posted.
+    """
+
+    nonce = models.CharField(
+        _("nonce"), max_length=64, unique=True, help_text=_("The random value signed into the form.")
+    )
+    expires_at = models.DateTimeField(
+        _("expires at"),
+        db_index=True,
+        help_text=_("After this moment the form's signature has expired anyway; the row may go."),
+    )
+
+    class Meta:
+        verbose_name = _("used consent form")
+        verbose_name_plural = _("used consent forms")
+
+    def __str__(self) -> str:
+        return f"Used consent form #{self.pk}"

@@ -15,6 +15,8 @@ from datetime import datetime
 from django.db import IntegrityError, transaction
 from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
+from django.utils.crypto import salted_hmac
+from django.utils.translation import gettext_lazy as _
 from oauth2_provider.models import (
     get_access_token_model,
     get_device_grant_model,
@@ -23,9 +25,13 @@ from oauth2_provider.models import (
 )
 
 from . import OFFLINE_ACCESS_SCOPE, signals
-from .models import Consent, ConsentEvent, OfflineTokenFamily, OfflineTokenFamilyQuerySet
+from .conf import settings
+from .models import Consent, ConsentEvent, ConsentFormUse, OfflineTokenFamily, OfflineTokenFamilyQuerySet
 
 Via = ConsentEvent.Via
+
+#: The reason recorded on the consent's history when a replayed code revokes its tokens.
+CODE_REPLAY_REASON = "The authorization code was replayed at the token endpoint."
 
 
 @dataclass(frozen=True)
@@ -67,6 +73,50 @@ def record_interactive_consent(
             consent.save(update_fields=["scope", "granted_at", "granted_by"])
         _record_given(consent, created, actor=user, via=via, now=now)
         return consent
+
+
+class ConsentFormRefused(Exception):
+    """A consent form that must not be acted on; the message is for the user."""
+
+
+def use_consent_form(nonce: str) -> None:
+    """Mark one rendering of the consent screen as posted; refuse it if it was already.
+
+    The unique nonce settles two POSTs of the same form even when they race on
+    different workers: the second INSERT fails (on PostgreSQL it waits for the
+    first transaction, then fails). Rows of forms whose signature has expired
+    are deleted on the way (one indexed DELETE), so the table stays small.
+    Call inside the transaction that acts on the form: if that rolls back, the
+    form may be posted again, and nothing was issued for it.
+    """
+    now = timezone.now()
+    ConsentFormUse.objects.filter(expires_at__lte=now).delete()
+    try:
+        with transaction.atomic():
+            # The form's signature was made before now, so it expires before this row.
+            ConsentFormUse.objects.create(nonce=nonce, expires_at=now + settings.CONSENT_FORM_MAX_AGE)
+    except IntegrityError:
+        raise ConsentFormRefused(
+            _("This consent screen has already been used. Go back to the application and start again.")
+        ) from None
+
+
+def refuse_if_revoked_since(*, user, application, rendered_at: datetime) -> None:
+    """Refuse a consent form shown before a revocation of this user's consent for this client.
+
+    Without this, Allow on a page left open in another tab would undo the
+    revocation the user (or an administrator) made meanwhile.
+    """
+    revoked_since = Consent.objects.filter(
+        user=user, application=application, status=Consent.Status.REVOKED, ended_at__gte=rendered_at
+    ).exists()
+    if revoked_since:
+        raise ConsentFormRefused(
+            _(
+                "This application's access was revoked after this page was shown. "
+                "Start again from the application."
+            )
+        )
 
 
 def grant_enduring_consent(
@@ -179,12 +229,18 @@ def end_token_family(family: OfflineTokenFamily) -> RevocationResult:
 
 
 def revoke_token_families(
-    families: OfflineTokenFamilyQuerySet, *, actor=None, reason: str = "", via: str | None = None
+    families: OfflineTokenFamilyQuerySet,
+    *,
+    actor=None,
+    reason: str = "",
+    via: str | None = None,
+    action: str = ConsentEvent.Action.DEVICES_REVOKED,
 ) -> RevocationResult:
     """Revoke the tokens of some token families (devices); their consents stay.
 
-    With ``via``, each consent behind a family that had live tokens gets a
-    ``devices_revoked`` event naming the actor (admin and user revocations); the
+    With ``via``, each consent behind a family that had live tokens gets an
+    ``action`` event (``devices_revoked`` unless told) naming the actor (admin and
+    user revocations, code replay); the
     automatic endings (idle timeout, absolute lifetime, a narrowed refresh) pass none.
     """
     now = timezone.now()
@@ -200,7 +256,7 @@ def revoke_token_families(
                 [
                     _event(
                         consent,
-                        ConsentEvent.Action.DEVICES_REVOKED,
+                        action,
                         via=via,
                         actor=actor,
                         reason=reason,
@@ -228,10 +284,29 @@ def covering_consent(user, application) -> QuerySet[Consent]:
     )
 
 
-def link_token_family(*, token_family, user, application, consent_id) -> OfflineTokenFamily:
-    """Record a new refresh-token family (device) under the consent that covers it."""
+def code_hash(code: str) -> str:
+    """A keyed hash of an authorization code: enough to recognise it again, useless to redeem it.
+
+    Keyed with the site's SECRET_KEY (salted HMAC-SHA256), so a copy of the
+    database alone cannot test guesses against it.
+    """
+    return salted_hmac("offline_access.authorization_code", code, algorithm="sha256").hexdigest()
+
+
+def link_token_family(
+    *, token_family, user, application, consent_id, code: str | None = None
+) -> OfflineTokenFamily:
+    """Record a new refresh-token family (device) under the consent that covers it.
+
+    ``code`` is the authorization code exchanged for it, remembered as a keyed
+    hash so that a replay of the code can revoke the family (:func:`revoke_replayed_code`).
+    """
     family = OfflineTokenFamily.objects.create(
-        token_family=token_family, user=user, application=application, consent_id=consent_id
+        token_family=token_family,
+        user=user,
+        application=application,
+        consent_id=consent_id,
+        code_hash=code_hash(code) if code else "",
     )
     signals.send_after_commit(
         signals.offline_token_issued, OfflineTokenFamily, family=family, consent_id=consent_id
@@ -288,6 +363,22 @@ def decide_device_grant(
         if allow and record_consent:
             record_interactive_consent(user=user, application=application, scopes=scopes)
         return True
+
+
+def revoke_replayed_code(code: str, *, application) -> RevocationResult:
+    """RFC 6749 4.1.2 and 10.5: a code used twice revokes the tokens issued for it.
+
+    DOT has deleted the code at its first exchange; the token family it started
+    is found by the code's keyed hash. Only the client the code was issued to
+    can trigger this: another client presenting a leaked code gets
+    ``invalid_grant`` and ends nobody's tokens. The consent stays (the user did
+    agree); its history gets a ``code_replayed`` event. A second replay finds
+    nothing live and records nothing.
+    """
+    families = OfflineTokenFamily.objects.filter(code_hash=code_hash(code), application=application)
+    return revoke_token_families(
+        families, reason=CODE_REPLAY_REASON, via=Via.SYSTEM, action=ConsentEvent.Action.CODE_REPLAYED
+    )
 
 
 # Internals -----------------------------------------------------------------

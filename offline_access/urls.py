@@ -43,6 +43,17 @@ _REPLACEMENTS = {
         device.OfflineAccessDeviceStatusView.as_view(),
         name="device-grant-status",
     ),
+    # RFC 8414 metadata, advertising only the PKCE method the app accepts.
+    "oauth-server-metadata": path(
+        ".well-known/oauth-authorization-server",
+        views.OfflineAccessServerMetadataView.as_view(),
+        name="oauth-server-metadata",
+    ),
+    "oauth-server-metadata-issuer": path(
+        ".well-known/oauth-authorization-server/<path:issuer_path>",
+        views.OfflineAccessServerMetadataView.as_view(),
+        name="oauth-server-metadata-issuer",
+    ),
     "oidc-connect-discovery-info": re_path(
         r"^\.well-known/openid-configuration/?$",
         views.OfflineAccessDiscoveryView.as_view(),

@@ -17,7 +17,7 @@ from django.utils import timezone
 from oauth2_provider.models import get_device_grant_model, get_grant_model
 from oauth2_provider.oauth2_validators import OAuth2Validator
 from oauth2_provider.scopes import get_scopes_backend
-from oauthlib.oauth2.rfc6749.errors import InvalidGrantError
+from oauthlib.oauth2.rfc6749.errors import InvalidGrantError, InvalidRequestError
 
 from . import OFFLINE_ACCESS_SCOPE, policy, services, signals
 from .conf import settings
@@ -40,6 +40,24 @@ class _RevokedWhileRefreshing(InvalidGrantError):
     @property
     def headers(self):
         return {**super().headers, "Content-Type": "application/json", "Cache-Control": "no-store"}
+
+
+#: The PKCE methods accepted (RFC 7636 4.2): S256 only. ``plain`` puts the verifier
+#: itself in the front channel, so it protects nothing against a code thief (RFC 9700 2.1.1).
+PKCE_METHODS = ("S256",)
+
+
+def pkce_method_error(code_challenge, code_challenge_method) -> InvalidRequestError | None:
+    """``invalid_request`` for a PKCE challenge whose method is not S256, else None.
+
+    A challenge without a method means ``plain`` (RFC 7636 4.3), so it is refused
+    too. This holds whatever DOT's ``COMPLIANT_BCP_RFC9700_PKCE_METHOD`` says.
+    """
+    if not code_challenge or (code_challenge_method or "plain") in PKCE_METHODS:
+        return None
+    return InvalidRequestError(
+        description='Unsupported code_challenge_method: use "S256" (RFC 7636 4.2); "plain" is not accepted.'
+    )
 
 
 def client_policy(application) -> ClientPolicy | None:
@@ -100,13 +118,31 @@ class OfflineAccessValidator(OAuth2Validator):
 
     # Issuing tokens ---------------------------------------------------------------
 
+    def save_authorization_code(self, client_id, code, request, *args, **kwargs):
+        """Refuse a code for a PKCE method other than S256 (RFC 7636 4.2), then let DOT save it.
+
+        The authorization view refuses such requests before any page; this also
+        covers a site that mounts DOT's own view, and does not depend on DOT's
+        ``COMPLIANT_BCP_RFC9700_PKCE_METHOD``.
+        """
+        error = pkce_method_error(request.code_challenge, request.code_challenge_method)
+        if error is not None:
+            error.state = request.state
+            raise error
+        return super().save_authorization_code(client_id, code, request, *args, **kwargs)
+
     def save_bearer_token(self, token, request, *args, **kwargs):
         """Drop ``offline_access`` and the refresh token where the policy says so (SPEC P1, P5)."""
         granted = str(token.get("scope", "")).split()
         if OFFLINE_ACCESS_SCOPE in granted and not self._offline_access_granted(request):
             granted = policy.without_offline_access(granted)
             token["scope"] = " ".join(granted)
-            request.scopes = granted
+            if request.grant_type is not None:
+                request.scopes = granted
+            # else: the access token of a hybrid response (``code token``), saved at the
+            # authorization endpoint before the code. The browser-borne token loses
+            # offline_access, but the code saved next from ``request.scopes`` keeps it:
+            # OIDC Core 11 grants offline access through the code, at the token endpoint.
         if not policy.may_issue_refresh_token(granted):
             if "refresh_token" in token and request.grant_type == "refresh_token":
                 # SPEC P6: the client narrowed the scope and dropped offline_access.
@@ -175,6 +211,8 @@ class OfflineAccessValidator(OAuth2Validator):
                 user=request.user,
                 application=request.client,
                 consent_id=request.offline_access_consent_id,
+                # Remembered (hashed) so that a replay of the code revokes this family.
+                code=request.code if request.grant_type == "authorization_code" else None,
             )
         return refresh_token
 
@@ -200,7 +238,12 @@ class OfflineAccessValidator(OAuth2Validator):
             .filter(code=code, application=client)
             .first()
         )
-        if grant is None or grant.is_expired():
+        if grant is None:
+            # Unknown, or used already: DOT deletes a code at its exchange. RFC 6749
+            # 4.1.2: the tokens issued for a code used twice SHOULD be revoked.
+            services.revoke_replayed_code(code, application=client)
+            return False
+        if grant.is_expired():
             return False
         request.scopes = grant.scope.split(" ")
         request.user = grant.user

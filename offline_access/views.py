@@ -13,6 +13,7 @@ from functools import wraps
 from urllib.parse import parse_qsl, urlencode, urlparse
 
 from django.contrib.auth.views import redirect_to_login
+from django.db import transaction
 from django.http import JsonResponse
 from django.shortcuts import resolve_url
 from django.utils import timezone
@@ -27,15 +28,15 @@ from oauth2_provider.models import (
 from oauth2_provider.oauth2_validators import is_valid_resource_uri
 from oauth2_provider.scopes import get_scopes_backend
 from oauth2_provider.settings import oauth2_settings
-from oauth2_provider.views import AuthorizationView, ConnectDiscoveryInfoView
+from oauth2_provider.views import AuthorizationView, ConnectDiscoveryInfoView, OAuthServerMetadataView
 from oauthlib.oauth2.rfc6749.errors import CustomOAuth2Error, InvalidRequestError
 from oauthlib.openid.connect.core.exceptions import ConsentRequired
 
 from . import OFFLINE_ACCESS_SCOPE, policy, services
 from .conf import settings
-from .forms import ConsentForm, sign_consent_request
+from .forms import ConsentForm, new_form_identity, sign_consent_request
 from .models import Consent
-from .validators import client_may_have_offline_access
+from .validators import PKCE_METHODS, client_may_have_offline_access, pkce_method_error
 
 #: The parts of a validated authorization request the consent form carries, signed.
 _SIGNED_CREDENTIALS = (
@@ -133,6 +134,15 @@ class OfflineAccessAuthorizationView(AuthorizationView):
             return self.error_response(error, application=None)
         # DOT's validator loaded the application onto oauthlib's request already.
         application = credentials["request"].client
+        pkce_error = pkce_method_error(
+            credentials.get("code_challenge"), credentials.get("code_challenge_method")
+        )
+        if pkce_error is not None:
+            # Before any page: the user should not approve a request that cannot get a code.
+            pkce_error.state = credentials.get("state")
+            return self.error_response(
+                OAuthToolkitError(error=pkce_error, redirect_uri=credentials["redirect_uri"]), application
+            )
         credentials = {key: credentials[key] for key in _SIGNED_CREDENTIALS if credentials.get(key)}
         resources = request.GET.getlist("resource")
         if resources:
@@ -170,6 +180,7 @@ class OfflineAccessAuthorizationView(AuthorizationView):
                 "scopes": list(scopes),
                 "offline_via": offline_via,
                 "credentials": credentials,
+                **new_form_identity(),  # single use, and refused after a revocation
             }
         )
         form = self.get_form_class()(initial={"request": signed}, user=self.request.user)
@@ -227,12 +238,30 @@ class OfflineAccessAuthorizationView(AuthorizationView):
         if application is None:
             return self._invalid_request("The application no longer exists.")
         scopes = payload["scopes"]
-        if form.allowed and payload["offline_via"] == policy.OfflineVia.SCREEN:
-            # OIDC Core 11: consent is on record before any refresh token can exist.
-            services.record_interactive_consent(
-                user=self.request.user, application=application, scopes=scopes
-            )
-        return self._authorize(application, scopes, credentials, allow=form.allowed)
+        user = self.request.user
+        try:
+            with transaction.atomic():
+                # Deny uses the form up too: it cannot be posted again as Allow.
+                services.use_consent_form(payload["nonce"])
+                if form.allowed:
+                    # The form, the consent (its event and signal) and the code commit
+                    # together: a code that cannot be created leaves no consent behind.
+                    if payload["offline_via"] == policy.OfflineVia.SCREEN:
+                        # OIDC Core 11: consent is on record before any refresh token can exist.
+                        services.record_interactive_consent(user=user, application=application, scopes=scopes)
+                    # Checked after recording: that locked the active consent, so a
+                    # revocation committed meanwhile is seen here.
+                    services.refuse_if_revoked_since(
+                        user=user, application=application, rendered_at=payload["rendered_at"]
+                    )
+                    uri = self._create_code(scopes, credentials)
+        except services.ConsentFormRefused as refused:
+            return self._invalid_request(str(refused))
+        except OAuthToolkitError as error:
+            return self.error_response(error, application)
+        if not form.allowed:
+            return self._authorize(application, scopes, credentials, allow=False)
+        return self.redirect(uri, application)
 
     def form_invalid(self, form):
         message = " ".join(str(error) for errors in form.errors.values() for error in errors)
@@ -241,16 +270,21 @@ class OfflineAccessAuthorizationView(AuthorizationView):
     # Shared ---------------------------------------------------------------------
 
     def _authorize(self, application, scopes, credentials, *, allow: bool):
-        credentials = dict(credentials)
-        if isinstance(credentials.get("claims"), dict):
-            credentials["claims"] = json.dumps(credentials["claims"])
         try:
-            uri, _headers, _body, _status = self.create_authorization_response(
-                request=self.request, scopes=" ".join(scopes), credentials=credentials, allow=allow
-            )
+            uri = self._create_code(scopes, credentials, allow=allow)
         except OAuthToolkitError as error:
             return self.error_response(error, application)
         return self.redirect(uri, application)
+
+    def _create_code(self, scopes, credentials, *, allow: bool = True) -> str:
+        """Have DOT create the code (and any front-channel token); the redirect URI to answer with."""
+        credentials = dict(credentials)
+        if isinstance(credentials.get("claims"), dict):
+            credentials["claims"] = json.dumps(credentials["claims"])
+        uri, _headers, _body, _status = self.create_authorization_response(
+            request=self.request, scopes=" ".join(scopes), credentials=credentials, allow=allow
+        )
+        return uri
 
     def _invalid_request(self, description: str):
         error = InvalidRequestError(description=description)
@@ -268,6 +302,24 @@ class OfflineAccessAuthorizationView(AuthorizationView):
         )
 
 
+def _advertise_s256_only(data: dict) -> None:
+    """RFC 7636 4.2 / RFC 9700 2.1.1: the app accepts no other PKCE method, whatever DOT's setting."""
+    if "code_challenge_methods_supported" in data:
+        data["code_challenge_methods_supported"] = list(PKCE_METHODS)
+
+
+class OfflineAccessServerMetadataView(OAuthServerMetadataView):
+    """RFC 8414 metadata, saying what this server really accepts (PKCE S256 only)."""
+
+    def get(self, request, *args, **kwargs):
+        response = super().get(request, *args, **kwargs)
+        if isinstance(response, JsonResponse) and response.status_code == 200:
+            data = json.loads(response.content)
+            _advertise_s256_only(data)
+            response.content = json.dumps(data)
+        return response
+
+
 class OfflineAccessDiscoveryView(ConnectDiscoveryInfoView):
     """OpenID discovery listing the ``prompt`` values this server really honours (SPEC P8)."""
 
@@ -275,6 +327,7 @@ class OfflineAccessDiscoveryView(ConnectDiscoveryInfoView):
         response = super().get(request, *args, **kwargs)
         if isinstance(response, JsonResponse) and response.status_code == 200:
             data = json.loads(response.content)
+            _advertise_s256_only(data)
             data["prompt_values_supported"] = sorted(
                 policy.SUPPORTED_PROMPTS | (policy.OPTIONAL_PROMPTS if _create_enabled() else set())
             )

@@ -271,3 +271,30 @@ def test_device_approval_race_against_any_reassignment_while_pending(user, other
         )
 
     _race_trials(user, other_user, reassign_while_pending)
+
+
+def test_P3_same_consent_form_posted_concurrently_gets_one_code(user, application):
+    """A consent form is single use even when its copies race on different workers."""
+    from oauth2_provider.models import get_grant_model
+
+    from .oauth import authorize_url, consent_form_data
+
+    url = authorize_url(application, prompt="consent")
+    browser = Client()
+    browser.force_login(user)
+    data = {**consent_form_data(browser.get(url)), "decision": "allow"}
+    barrier = threading.Barrier(6)
+
+    def post():
+        client = Client()
+        client.force_login(user)
+        barrier.wait(timeout=10)
+        return client.post(url, data).status_code
+
+    runs = [in_thread(post) for _ in range(6)]
+    statuses = sorted(finish(*run) for run in runs)
+
+    assert statuses == [302, 400, 400, 400, 400, 400]
+    assert get_grant_model().objects.count() == 1
+    assert Consent.objects.count() == 1
+    assert ConsentEvent.objects.count() == 1

@@ -382,6 +382,37 @@ def test_P2_kept_for_hybrid_response_type_returning_a_code(browser, api, hybrid_
     assert Consent.objects.filter(user=user, application=hybrid_application).exists()
 
 
+@pytest.mark.parametrize("response_type", ["code token", "code id_token token", "code id_token"])
+def test_P2_hybrid_code_gets_the_refresh_token_the_screen_promised(
+    browser, api, hybrid_application, user, response_type
+):
+    """OIDC Core 11: the code of a hybrid response carries offline_access; the front channel does not.
+
+    The access token returned in the fragment never holds offline_access nor a
+    refresh token (it travels through the browser); the code exchanged at the
+    token endpoint gets the refresh token the consent screen announced.
+    """
+    url = authorize_url(
+        hybrid_application, scope="openid offline_access", response_type=response_type, prompt="consent"
+    )
+    screen = browser.get(url)
+    assert screen.context["offline_access"] is True
+    assert OFFLINE_NOTICE.encode() in screen.content
+    params = fragment_params(submit_consent(browser, url, screen))
+    assert Consent.objects.filter(user=user, application=hybrid_application).exists()
+
+    assert "refresh_token" not in params
+    if "token" in response_type.split():
+        assert OFFLINE not in params["scope"].split()
+        front_channel = AccessToken.objects.get()
+        assert OFFLINE not in front_channel.scope.split()
+        assert not RefreshToken.objects.exists()
+    body = exchange_code(api, hybrid_application, params["code"]).json()
+    assert "refresh_token" in body, body
+    assert OFFLINE in token_scopes(body)
+    assert family_of(body["refresh_token"]).consent == Consent.objects.get(user=user)
+
+
 @pytest.mark.parametrize(
     ("response_type", "kept"),
     [

@@ -28,9 +28,12 @@ REFRESH_QUERIES = 24
 #: GET /o/authorize/ rendering the consent screen for a logged-in user.
 CONSENT_SCREEN_QUERIES = 5
 #: POST /o/authorize/ "Allow" with prompt=consent: the first consent is created, the code saved.
-CONSENT_POST_QUERIES = 12
+#: Includes the single-use form (delete expired form rows, claim the nonce in a savepoint),
+#: the check for a revocation since the page was shown, and the savepoint that makes the
+#: form, the consent and the code one unit (in a test's transaction; BEGIN/COMMIT otherwise).
+CONSENT_POST_QUERIES = 19
 #: The same POST when an interactive consent exists already: it is renewed.
-CONSENT_RENEWAL_POST_QUERIES = 10
+CONSENT_RENEWAL_POST_QUERIES = 17
 
 #: How many more queries than stock DOT the app may spend on a token request.
 ALLOWED_OVERHEAD = 1
