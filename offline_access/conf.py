@@ -25,12 +25,18 @@ DEFAULTS: dict[str, Any] = {
     # The scope a bearer token needs to use the REST API (list and revoke the
     # user's connected apps; staff endpoints also need the model permissions).
     "API_SCOPE": "connected_apps",
+    # A password change or reset (set_password() then save(): Django's password
+    # change and reset views, the admin's password form) ends all of the user's
+    # offline access and every token issued before it, with a "password changed"
+    # event on each consent. False keeps them. Deactivating a user always ends them.
+    "REVOKE_ON_PASSWORD_CHANGE": True,
 }
 
 DURATION_KEYS = frozenset(
     {"REFRESH_TOKEN_IDLE_TIMEOUT", "REFRESH_TOKEN_ABSOLUTE_LIFETIME", "CONSENT_FORM_MAX_AGE"}
 )
 NULLABLE_KEYS = frozenset({"REFRESH_TOKEN_IDLE_TIMEOUT", "REFRESH_TOKEN_ABSOLUTE_LIFETIME"})
+BOOLEAN_KEYS = frozenset({"REVOKE_ON_PASSWORD_CHANGE"})
 
 
 def as_timedelta(value: Any) -> timedelta | None:
