@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from django.apps import apps
 from django.contrib.auth import get_user_model
+from django.db.models import Model
 from django.db.models.signals import post_init, post_save, pre_delete, pre_save
 from oauth2_provider.models import get_application_model
 
@@ -94,7 +95,7 @@ def end_consents_of_deleted_client(sender, instance, **kwargs) -> None:
     services.end_consents_of_deleted_client(instance, reason=CLIENT_DELETED)
 
 
-def _with_subclasses(model) -> list[type]:
+def _with_subclasses(model: type[Model]) -> list[type[Model]]:
     """The model and its proxies and children: Django sends their signals with their own class."""
     return [candidate for candidate in apps.get_models() if issubclass(candidate, model)]
 

@@ -206,9 +206,10 @@ class Consent(models.Model):
         return f"{self.get_kind_display()} consent #{self.pk}"
 
     def save(self, *args, **kwargs) -> None:
-        if self._state.adding and self.application_id is not None and not self.client_id:
+        application = self.application if self.application_id is not None else None
+        if self._state.adding and application is not None and not self.client_id:
             # The audit keeps naming the client after it is deleted.
-            self.client_id, self.client_name = self.application.client_id, self.application.name
+            self.client_id, self.client_name = application.client_id, application.name
         super().save(*args, **kwargs)
 
     @property
