@@ -194,7 +194,7 @@ class ConsentEventInline(admin.TabularInline):
 class ConsentAdminBase(GatedActionsMixin, admin.ModelAdmin):
     list_display = (
         "user_link",
-        "application",
+        "client",
         "kind",
         "scope",
         "granted_at",
@@ -204,7 +204,15 @@ class ConsentAdminBase(GatedActionsMixin, admin.ModelAdmin):
         "live_tokens",
     )
     list_filter = (ConsentStateFilter, "kind", ("application", admin.RelatedOnlyFieldListFilter))
-    search_fields = ("user__username", "user__email", "application__client_id", "application__name")
+    # The recorded client id and name also find the consents of deleted clients.
+    search_fields = (
+        "user__username",
+        "user__email",
+        "application__client_id",
+        "application__name",
+        "client_id",
+        "client_name",
+    )
     date_hierarchy = "granted_at"
     list_select_related = ("user", "application")
     raw_id_fields = ("user",)
@@ -222,6 +230,8 @@ class ConsentAdminBase(GatedActionsMixin, admin.ModelAdmin):
     readonly_fields = (
         "user",
         "application",
+        "client_id",
+        "client_name",
         "kind",
         "scope",
         "status",
@@ -248,6 +258,10 @@ class ConsentAdminBase(GatedActionsMixin, admin.ModelAdmin):
     @admin.display(description=_("user"), ordering="user__username")
     def user_link(self, consent):
         return _user_link(consent.user)
+
+    @admin.display(description=_("client"), ordering="client_name")
+    def client(self, consent):
+        return consent.client  # the application, or the recorded name of a deleted one
 
     @admin.display(description=_("last used"), ordering="last_used")
     def last_used(self, consent):

@@ -10,4 +10,6 @@ class OfflineAccessConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import checks  # noqa: F401  (registers the system checks)
+        from . import account_events, checks  # noqa: F401  (checks registers the system checks)
+
+        account_events.connect()

@@ -7,7 +7,7 @@ from django.core.checks import Error, Tags, Warning, register
 from django.urls import NoReverseMatch, resolve, reverse
 
 from . import OFFLINE_ACCESS_SCOPE
-from .conf import DEFAULTS, DURATION_KEYS, NULLABLE_KEYS, as_timedelta
+from .conf import BOOLEAN_KEYS, DEFAULTS, DURATION_KEYS, NULLABLE_KEYS, as_timedelta
 
 VALIDATOR_PATH = "offline_access.validators.OfflineAccessValidator"
 
@@ -119,6 +119,16 @@ def check_settings(app_configs, **kwargs):
             errors.append(
                 Error(
                     f"OFFLINE_ACCESS[{key!r}] must be {meaning} (a non-empty string).",
+                    id="offline_access.E003",
+                )
+            )
+    for key in sorted(set(value) & BOOLEAN_KEYS):
+        # A string such as "False" would be truthy and quietly keep the behaviour on.
+        if not isinstance(value[key], bool):
+            errors.append(
+                Error(
+                    f"OFFLINE_ACCESS[{key!r}] must be True or False, not {type(value[key]).__name__}.",
+                    hint="Use a Python bool.",
                     id="offline_access.E003",
                 )
             )

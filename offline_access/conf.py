@@ -43,6 +43,11 @@ DEFAULTS: dict[str, Any] = {
     # The cache alias keeping the counts. It must be shared by all web workers
     # (Redis, Memcached, database); a per-process LocMemCache counts per worker.
     "DEVICE_CODE_ATTEMPT_CACHE": "default",
+    # A password change or reset (set_password() then save(): Django's password
+    # change and reset views, the admin's password form) ends all of the user's
+    # offline access and every token issued before it, with a "password changed"
+    # event on each consent. False keeps them. Deactivating a user always ends them.
+    "REVOKE_ON_PASSWORD_CHANGE": True,
 }
 
 DURATION_KEYS = frozenset(
@@ -54,6 +59,7 @@ DURATION_KEYS = frozenset(
     }
 )
 NULLABLE_KEYS = frozenset({"REFRESH_TOKEN_IDLE_TIMEOUT", "REFRESH_TOKEN_ABSOLUTE_LIFETIME"})
+BOOLEAN_KEYS = frozenset({"REVOKE_ON_PASSWORD_CHANGE"})
 
 
 def as_timedelta(value: Any) -> timedelta | None:

@@ -127,8 +127,12 @@ def revoke_connected_app(request: HttpRequest, consent_id: int) -> HttpResponse:
     consent = get_object_or_404(
         Consent.objects.filter(user_id=_user_id(request)).select_related("application"), pk=consent_id
     )
-    application = consent.application
-    consents = Consent.objects.active().filter(user_id=_user_id(request), application=application)
+    application = consent.client  # a deleted client's consents are ended: nothing left to revoke
+    consents = (
+        Consent.objects.active().filter(user_id=_user_id(request), application_id=consent.application_id)
+        if consent.application_id is not None
+        else Consent.objects.none()
+    )
     gone = _("%(name)s no longer has access to your account.") % {"name": application.name}
     if request.method == "POST":
         services.revoke_consents(

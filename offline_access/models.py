@@ -7,6 +7,8 @@ refresh-token family (a device or installation) each consent stands behind.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from django.conf import settings
 from django.db import models
 from django.db.models import F, Func, OuterRef, Q, Subquery
@@ -90,10 +92,28 @@ class Consent(models.Model):
     )
     application = models.ForeignKey(
         oauth2_settings.APPLICATION_MODEL,
-        on_delete=models.CASCADE,
+        # The history outlives the client (SPEC C1): deleting a client ends its
+        # consents first (account_events.py), then only this link goes.
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
         related_name="offline_access_consents",
         verbose_name=_("client"),
-        help_text=_("The OAuth client (DOT application) the consent was given to."),
+        help_text=_(
+            "The OAuth client (DOT application) the consent was given to. Empty once the client is deleted."
+        ),
+    )
+    client_id = models.CharField(
+        _("client ID"),
+        max_length=255,
+        blank=True,
+        help_text=_("The client's ID as it was: recorded when given, updated when the client is deleted."),
+    )
+    client_name = models.CharField(
+        _("client name"),
+        max_length=255,
+        blank=True,
+        help_text=_("The client's name as it was: recorded when given, updated when the client is deleted."),
     )
     kind = models.CharField(
         _("kind"),
@@ -185,6 +205,23 @@ class Consent(models.Model):
     def __str__(self) -> str:
         return f"{self.get_kind_display()} consent #{self.pk}"
 
+    def save(self, *args, **kwargs) -> None:
+        if self._state.adding and self.application_id is not None and not self.client_id:
+            # The audit keeps naming the client after it is deleted. Only a new row
+            # reads the application: a renewal must not cost a query for it.
+            self.client_id, self.client_name = self.application.client_id, self.application.name
+        super().save(*args, **kwargs)
+
+    @property
+    def client(self):
+        """The client as pages show it: the application, or what was recorded of a deleted one.
+
+        Both have ``client_id`` and ``name``.
+        """
+        if self.application_id is not None:
+            return self.application
+        return DeletedClient(self.client_id, self.client_name)
+
     @property
     def scopes(self) -> list[str]:
         return self.scope.split()
@@ -198,6 +235,18 @@ class Consent(models.Model):
         if self.status == self.Status.ACTIVE and self.expires_at is not None and self.expires_at <= now:
             return self.Status.EXPIRED
         return self.status
+
+
+@dataclass(frozen=True)
+class DeletedClient:
+    """What a consent recorded of its client once that client was deleted."""
+
+    client_id: str
+    name: str
+
+    def __str__(self) -> str:
+        label = _("%(name)s (deleted client %(client_id)s)")
+        return str(label) % {"name": self.name, "client_id": self.client_id}
 
 
 class EnduringConsent(Consent):
@@ -228,6 +277,8 @@ class ConsentEvent(models.Model):
         API = "api", _("REST API")
         USER = "user", _("The user's connected-apps page")
         SYSTEM = "system", _("Automatic (expiry, code replay)")
+        ACCOUNT = "account", _("Account change (deactivation, password change)")
+        CLIENT = "client", _("Client deleted")
 
     consent = models.ForeignKey(
         Consent,

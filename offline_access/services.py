@@ -381,6 +381,71 @@ def revoke_replayed_code(code: str, *, application) -> RevocationResult:
     )
 
 
+# Account events (offline_access/account_events.py calls these) ---------------
+
+
+def end_user_offline_access(user, *, cause: str, actor=None) -> RevocationResult:
+    """End everything that lets a client act for ``user``: for deactivation and password changes.
+
+    Revokes the user's consents, each with an ``account`` event whose reason is
+    ``cause``, and their token families (``revoke_offline_access``); then expires
+    every other live access token of the user, revokes any refresh token outside
+    a family, and deletes unexchanged authorization codes and device codes. A
+    deactivated user's or an old password's tokens must stop at userinfo and at
+    resource servers too, not only at the token endpoint (RFC 6749 section 10.4).
+
+    Sites that deactivate users with ``QuerySet.update()`` (which sends no signal)
+    call this for each of them; refreshes are refused in any case (SPEC P6).
+    """
+    with transaction.atomic():
+        result = revoke_offline_access(user=user, actor=actor, reason=cause, via=Via.ACCOUNT)
+        now = timezone.now()  # after the revocation, whose tokens are then not counted twice
+        live_access_tokens = get_access_token_model().objects.filter(user=user, expires__gt=now)
+        access_tokens = live_access_tokens.update(expires=now)
+        refresh_tokens = (
+            get_refresh_token_model()
+            .objects.filter(user=user, revoked__isnull=True)
+            .update(revoked=now, updated=now)
+        )
+        get_grant_model().objects.filter(user=user).delete()
+        get_device_grant_model().objects.filter(user=user).delete()
+        return RevocationResult(
+            consents=result.consents,
+            refresh_tokens=result.refresh_tokens + refresh_tokens,
+            access_tokens=result.access_tokens + access_tokens,
+        )
+
+
+def end_consents_of_deleted_client(application, *, reason: str) -> RevocationResult:
+    """End the consents given to a client that is being deleted; their history stays (SPEC C1).
+
+    Runs before the client's row goes, in the deleting transaction: each consent
+    records the client's id and name as they are now (a rename after the consent
+    was given shows in the audit), the active ones are revoked with a ``client``
+    event, and the database then only clears their link to the client.
+    """
+    now = timezone.now()
+    consents = Consent.objects.filter(application=application)
+    with transaction.atomic():
+        consents.update(client_id=application.client_id, client_name=application.name)
+        locked = list(consents.filter(status=Consent.Status.ACTIVE).select_for_update())
+        for consent in locked:
+            # Receivers run after the commit, when the row is gone: they read the client from memory.
+            consent.application = application
+            consent.client_id, consent.client_name = application.client_id, application.name
+        lapsed = [consent for consent in locked if consent.state(now) == Consent.Status.EXPIRED]
+        in_force = [consent for consent in locked if consent not in lapsed]
+        expired = _end_consents(lapsed, status=Consent.Status.EXPIRED, via=Via.SYSTEM, now=now)
+        revoked = _end_consents(
+            in_force, status=Consent.Status.REVOKED, reason=reason, via=Via.CLIENT, now=now
+        )
+        return RevocationResult(
+            consents=revoked.consents,
+            refresh_tokens=revoked.refresh_tokens + expired.refresh_tokens,
+            access_tokens=revoked.access_tokens + expired.access_tokens,
+        )
+
+
 # Internals -----------------------------------------------------------------
 
 

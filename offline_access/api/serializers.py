@@ -23,7 +23,8 @@ class ScopesField(serializers.Field):
 
 
 class ConsentSerializer(serializers.ModelSerializer):
-    application = ApplicationField(read_only=True)
+    # A deleted client's consents show the client id and name they recorded.
+    application = ApplicationField(source="client", read_only=True)
     scopes = ScopesField(source="scope", read_only=True)
     state = serializers.SerializerMethodField()
     last_used = serializers.DateTimeField(read_only=True, allow_null=True)
