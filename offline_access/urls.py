@@ -63,7 +63,7 @@ _SECRET_FIELDS = {
 _CONSENT_FORM_FIELDS = ("request", "csrfmiddlewaretoken")
 
 #: Endpoints that authenticate the client (RFC 6749 2.3): Basic credentials are checked.
-_CLIENT_AUTHENTICATED = {"token", "revoke-token", "introspect"}
+_CLIENT_AUTHENTICATED = {"token", "revoke-token", "introspect", "device-authorization"}
 
 #: Resource endpoints taking a bearer token: only from the Authorization header.
 _BEARER_RESOURCES = {"user-info", "introspect"}
