@@ -16,10 +16,9 @@ whole or one device at a time.
 from __future__ import annotations
 
 from django.urls import URLPattern, path, re_path
-from django.views.decorators.debug import sensitive_post_parameters
 from oauth2_provider import urls as dot_urls
 
-from . import connected_apps, device, views
+from . import connected_apps, device, hardening, views
 
 app_name = "oauth2_provider"
 
@@ -62,25 +61,46 @@ _REPLACEMENTS = {
 }
 
 #: POST fields that carry secrets at these endpoints. Django's error reports
-#: (500 e-mails, DEBUG pages) show them as stars instead of the token.
+#: (500 e-mails, DEBUG-off HTML reports) show them as stars, and a request that
+#: puts one in the URL (where access logs keep it) is refused.
 _SECRET_FIELDS = {
     "token": ("refresh_token", "code", "code_verifier", "client_secret", "password", "device_code"),
     "revoke-token": ("token", "client_secret"),
     "introspect": ("token", "client_secret"),
 }
 
+#: The consent form's fields, hidden from error reports only: the CSRF token unmasks
+#: to the user's CSRF secret, and the signed request is what Allow replays.
+_CONSENT_FORM_FIELDS = ("request", "csrfmiddlewaretoken")
+
+#: Endpoints that authenticate the client (RFC 6749 2.3): Basic credentials are checked.
+_CLIENT_AUTHENTICATED = {"token", "revoke-token", "introspect", "device-authorization"}
+
+#: Resource endpoints taking a bearer token: only from the Authorization header.
+_BEARER_RESOURCES = {"user-info", "introspect"}
+
+#: Endpoints whose every answer carries a token, a code or token metadata: no-store.
+_NO_STORE = {"token", "revoke-token", "introspect", "user-info"}
+
 
 def _harden(pattern: URLPattern) -> URLPattern:
-    """Refuse NUL bytes and hide secrets from error reports.
+    """Wrap each endpoint with :func:`offline_access.hardening.harden`.
 
     The authorization endpoint answers NUL bytes itself, with an error page.
     """
-    if pattern.name == "authorize":
-        return pattern
-    callback = views.refuse_nul_bytes(pattern.callback)
-    fields = _SECRET_FIELDS.get(pattern.name or "")
-    if fields:
-        callback = sensitive_post_parameters(*fields)(callback)
+    name = pattern.name or ""
+    if name == "authorize":
+        callback = hardening.harden(pattern.callback, hidden_fields=_CONSENT_FORM_FIELDS, refuse_nul=False)
+    else:
+        fields = _SECRET_FIELDS.get(name, ())
+        callback = hardening.harden(
+            pattern.callback,
+            hidden_fields=fields,
+            forbidden_in_url=fields,
+            client_authentication=name in _CLIENT_AUTHENTICATED,
+            bearer_resource=name in _BEARER_RESOURCES,
+            cache=name not in _NO_STORE,
+        )
     return URLPattern(pattern.pattern, callback, name=pattern.name)
 
 

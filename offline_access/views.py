@@ -9,7 +9,6 @@ device grant's views are in :mod:`offline_access.device`, the user's page in
 from __future__ import annotations
 
 import json
-from functools import wraps
 from urllib.parse import parse_qsl, urlencode, urlparse
 
 from django.contrib.auth.views import redirect_to_login
@@ -35,6 +34,7 @@ from oauthlib.openid.connect.core.exceptions import ConsentRequired
 from . import OFFLINE_ACCESS_SCOPE, policy, services
 from .conf import settings
 from .forms import ConsentForm, new_form_identity, sign_consent_request
+from .hardening import has_nul_byte
 from .models import Consent
 from .validators import PKCE_METHODS, client_may_have_offline_access, pkce_method_error
 
@@ -50,34 +50,6 @@ _SIGNED_CREDENTIALS = (
     "claims",
     "resource",
 )
-
-
-def has_nul_byte(request) -> bool:
-    """True when a query or form parameter holds a NUL byte.
-
-    No OAuth parameter may contain one (RFC 6749 appendix A), and PostgreSQL
-    refuses to store or even compare text containing it, so DOT would answer
-    such a request with a 500. It is refused up front instead.
-    """
-    params = [*request.GET.lists()]
-    if request.method == "POST":
-        params += request.POST.lists()
-    return any("\x00" in name or any("\x00" in value for value in values) for name, values in params)
-
-
-def refuse_nul_bytes(view):
-    """Wrap a DOT endpoint so a NUL byte gets ``400 invalid_request`` instead of a 500."""
-
-    @wraps(view)
-    def wrapper(request, *args, **kwargs):
-        if has_nul_byte(request):
-            return JsonResponse(
-                {"error": "invalid_request", "error_description": "Parameters must not contain NUL bytes."},
-                status=400,
-            )
-        return view(request, *args, **kwargs)
-
-    return wrapper
 
 
 def _create_enabled() -> bool:
