@@ -15,7 +15,7 @@ from rest_framework.views import APIView
 from .. import services
 from ..models import Consent, ConsentEvent, OfflineTokenFamily
 from . import serializers
-from .permissions import ActsForSignedInUser, HasModelPermission
+from .permissions import ActsForSignedInUser, HasModelPermission, StaffSession
 
 VIEW_CONSENT = "offline_access.view_consent"
 REVOKE_CONSENT = "offline_access.revoke_consent"
@@ -59,6 +59,21 @@ class RevokeView(Base):
     request_serializer = serializers.RevokeRequestSerializer
     response_serializer = serializers.RevocationResultSerializer
     response_status = 200
+
+
+class StaffOnly:
+    """For the staff endpoints: a signed-in staff session only, with the model permissions.
+
+    The bearer authentication stays in the list so that a token is recognised and
+    refused by name (StaffSession) rather than silently ignored. No challenge is sent:
+    a 401 must carry one (RFC 9110 15.5.2), and a Bearer challenge would invite a token
+    these endpoints never accept, so DRF answers an anonymous request 403.
+    """
+
+    permission_classes = [StaffSession, HasModelPermission]
+
+    def get_authenticate_header(self, request) -> None:
+        return None
 
 
 def _result(result) -> Response:
@@ -145,10 +160,9 @@ class RevokeMyDevice(RevokeView):
 # Staff ------------------------------------------------------------------------------
 
 
-class ConsentList(Base, generics.ListAPIView):
+class ConsentList(StaffOnly, Base, generics.ListAPIView):
     """All consents. Filters: ``user`` (username), ``application`` (client ID), ``kind``, ``state``."""
 
-    permission_classes = [HasModelPermission]
     required_permissions = {"GET": VIEW_CONSENT}
     serializer_class = serializers.StaffConsentSerializer
     pagination_class = Pagination
@@ -173,13 +187,12 @@ class ConsentList(Base, generics.ListAPIView):
         return consents
 
 
-class GrantEnduringConsent(Base):
+class GrantEnduringConsent(StaffOnly, Base):
     """Record (or renew: 200) an enduring consent for a user and application (SPEC C3)."""
 
     request_serializer = serializers.EnduringConsentRequestSerializer
     response_serializer = serializers.StaffConsentSerializer
 
-    permission_classes = [HasModelPermission]
     required_permissions = {"POST": GRANT_ENDURING_CONSENT}
 
     def post(self, request):
@@ -195,10 +208,9 @@ class GrantEnduringConsent(Base):
         )
 
 
-class RevokeConsent(RevokeView):
+class RevokeConsent(StaffOnly, RevokeView):
     """Revoke one consent and every token issued under it (SPEC C5)."""
 
-    permission_classes = [HasModelPermission]
     required_permissions = {"POST": REVOKE_CONSENT}
 
     def post(self, request, pk: int):
@@ -213,12 +225,11 @@ class RevokeConsent(RevokeView):
         )
 
 
-class RevokeEverything(RevokeView):
+class RevokeEverything(StaffOnly, RevokeView):
     """Revoke all offline access of a user, to an application, or of a user to an application."""
 
     request_serializer = serializers.RevokeEverythingRequestSerializer
 
-    permission_classes = [HasModelPermission]
     required_permissions = {"POST": REVOKE_CONSENT}
 
     def post(self, request):
