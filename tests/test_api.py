@@ -1306,3 +1306,63 @@ def test_anonymous_requests_to_staff_endpoints_get_403_without_a_bearer_challeng
             assert response.json() == NOT_AUTHENTICATED, (method, url)
 
     assert database_state() == before
+
+
+# Bearer tokens only in the Authorization header (RFC 6750 2.1; issue 8) ----------------------------
+
+TOKEN_OUTSIDE_HEADER = {
+    "detail": (
+        "Send the access token in the Authorization header (Authorization: Bearer <token>), "
+        "never as an access_token parameter in the URL or a form body."
+    )
+}
+
+
+def assert_token_transport_refused(response, where: str) -> None:
+    """RFC 6750 3.1: ``invalid_request`` (400), named in the Bearer challenge."""
+    assert response.status_code == 400, (where, response.status_code, response.content[:300])
+    assert response.json() == TOKEN_OUTSIDE_HEADER, where
+    assert 'error="invalid_request"' in response["WWW-Authenticate"], where
+
+
+def test_valid_access_token_in_the_query_string_is_refused_on_every_endpoint(user, application):
+    """RFC 6750 2.3 / RFC 9700 4.3.2: a token in the URL lands in access logs and history."""
+    consent = factories.ConsentFactory(user=user, application=application)
+    family = add_device(consent)
+    token = bearer_token(user, application)
+    before = database_state()
+
+    for method, url in every_endpoint(consent.pk, family.pk):
+        response = getattr(APIClient(), method)(f"{url}?access_token={token}")
+        assert_token_transport_refused(response, f"{method} {url}")
+
+    assert database_state() == before
+    # The same token in the header works.
+    assert len(results(bearer_client(token).get(MY_CONSENTS))) == 1
+
+
+@pytest.mark.parametrize("method", ["get", "post"])
+def test_valid_access_token_in_a_form_body_is_refused(user, application, method):
+    consent = factories.ConsentFactory(user=user, application=application)
+    token = bearer_token(user, application)
+    url = MY_CONSENTS if method == "get" else my_consent_revoke(consent.pk)
+
+    # DRF parses a form body for any method, GET included, and DOT hands it to oauthlib.
+    response = APIClient().generic(
+        method.upper(), url, f"access_token={token}", content_type="application/x-www-form-urlencoded"
+    )
+
+    assert_token_transport_refused(response, method)
+    consent.refresh_from_db()
+    assert consent.status == Consent.Status.ACTIVE
+
+
+@pytest.mark.parametrize("auth", ["header", "session"])
+def test_access_token_parameter_is_refused_even_next_to_valid_credentials(user, application, auth):
+    """Two ways of sending a token is invalid_request (RFC 6750 3.1), and the URL would be logged."""
+    token = bearer_token(user, application)
+    client = bearer_client(token) if auth == "header" else session_client(user)
+
+    assert_token_transport_refused(client.get(f"{MY_CONSENTS}?access_token={token}"), auth)
+    assert_token_transport_refused(client.get(f"{MY_CONSENTS}?access_token="), auth)
+    assert results(client.get(MY_CONSENTS)) == []

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from django.shortcuts import get_object_or_404
-from oauth2_provider.contrib.rest_framework import OAuth2Authentication
 from rest_framework import generics, status
 from rest_framework.authentication import SessionAuthentication
 from rest_framework.exceptions import ValidationError
@@ -15,6 +14,7 @@ from rest_framework.views import APIView
 from .. import services
 from ..models import Consent, ConsentEvent, OfflineTokenFamily
 from . import serializers
+from .authentication import HeaderBearerAuthentication
 from .permissions import ActsForSignedInUser, HasModelPermission, StaffSession
 
 VIEW_CONSENT = "offline_access.view_consent"
@@ -48,10 +48,11 @@ class Schema(AutoSchema):
 
 
 class Base(APIView):
-    """Session (with CSRF) or a DOT bearer token, whatever the site's DRF defaults; lists paginate."""
+    """Session (with CSRF) or a DOT bearer token in the Authorization header, whatever the
+    site's DRF defaults; lists paginate."""
 
     # Token first: an unauthenticated request gets 401 with a Bearer challenge (RFC 6750).
-    authentication_classes = [OAuth2Authentication, SessionAuthentication]
+    authentication_classes = [HeaderBearerAuthentication, SessionAuthentication]
     schema = Schema(tags=["offline access"])
 
 
