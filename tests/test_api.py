@@ -1366,3 +1366,48 @@ def test_access_token_parameter_is_refused_even_next_to_valid_credentials(user, 
     assert_token_transport_refused(client.get(f"{MY_CONSENTS}?access_token={token}"), auth)
     assert_token_transport_refused(client.get(f"{MY_CONSENTS}?access_token="), auth)
     assert results(client.get(MY_CONSENTS)) == []
+
+
+# Cache-Control (issue 8) --------------------------------------------------------------------------
+
+
+def cache_directives(response) -> set[str]:
+    return {part.strip().split("=")[0].lower() for part in response.get("Cache-Control", "").split(",")}
+
+
+def test_every_api_response_says_no_store(user, application):
+    """The answers carry account data or answer credentials: no cache may keep them (RFC 9111 5.2.2.5)."""
+    consent = factories.ConsentFactory(user=user, application=application)
+    family = add_device(consent)
+    operator = session_client(staff_member("operator", *STAFF_PERMISSIONS))
+    body = {"user": user.username, "application": application.client_id, "reason": "x"}
+    clients = {
+        "anonymous": APIClient(),
+        "session": session_client(user),
+        "bearer": bearer_client(bearer_token(user, application)),
+        "wrong-scope": bearer_client(bearer_token(user, application, scope="openid")),
+        "unknown-token": bearer_client("no-such-token"),
+        "staff": operator,
+    }
+    seen = set()
+
+    for name, client in clients.items():
+        for method, url in every_endpoint(consent.pk, family.pk):
+            for query in ("", "?access_token=x", "?state=bogus"):
+                response = call(client, method, url + query, body)
+                seen.add(response.status_code)
+                assert "no-store" in cache_directives(response), (
+                    name,
+                    method,
+                    url + query,
+                    response.status_code,
+                )
+            response = client.put(url, body, format="json")
+            seen.add(response.status_code)
+            assert "no-store" in cache_directives(response), (name, "put", url, response.status_code)
+        response = client.post(my_consent_revoke(999999))
+        seen.add(response.status_code)
+        assert "no-store" in cache_directives(response), (name, "404")
+
+    # Success, renewal, bad input, unauthenticated, forbidden, not found, wrong method.
+    assert {200, 400, 401, 403, 404, 405} <= seen

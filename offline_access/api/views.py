@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.shortcuts import get_object_or_404
+from django.utils.cache import add_never_cache_headers
 from rest_framework import generics, status
 from rest_framework.authentication import SessionAuthentication
 from rest_framework.exceptions import ValidationError
@@ -54,6 +55,13 @@ class Base(APIView):
     # Token first: an unauthenticated request gets 401 with a Bearer challenge (RFC 6750).
     authentication_classes = [HeaderBearerAuthentication, SessionAuthentication]
     schema = Schema(tags=["offline access"])
+
+    def finalize_response(self, request, response, *args, **kwargs):
+        """Every answer, errors included, says ``no-store``: they carry account data or
+        answer credentials, and no browser or shared cache may keep them (RFC 9111 5.2.2.5)."""
+        response = super().finalize_response(request, response, *args, **kwargs)
+        add_never_cache_headers(response)
+        return response
 
 
 class RevokeView(Base):
