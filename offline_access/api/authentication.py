@@ -13,8 +13,10 @@ can read.
 
 from __future__ import annotations
 
+from django.conf import settings as django_settings
 from oauth2_provider.contrib.rest_framework import OAuth2Authentication
 from rest_framework import status
+from rest_framework.authentication import SessionAuthentication
 from rest_framework.exceptions import APIException
 from rest_framework.request import Request, is_form_media_type
 
@@ -57,4 +59,19 @@ class HeaderBearerAuthentication(OAuth2Authentication):
         # method, GET included, when the body is a form.
         if is_form_media_type(request.content_type) and ACCESS_TOKEN_PARAMETER in request.POST:
             raise TokenOutsideAuthorizationHeader()
+        return super().authenticate(request)
+
+
+class StorableSessionAuthentication(SessionAuthentication):
+    """DRF's session authentication; a session cookie holding a NUL is no session.
+
+    Django's database session store looks the key up as is, and PostgreSQL refuses a
+    NUL in a query: a 500. A cookie can carry one in plain ASCII (``"\\000"`` inside
+    a quoted value, which Python's cookie parser unquotes). No session engine issues
+    such a key, so the request is simply anonymous.
+    """
+
+    def authenticate(self, request: Request):
+        if "\x00" in request.COOKIES.get(django_settings.SESSION_COOKIE_NAME, ""):
+            return None
         return super().authenticate(request)

@@ -5,8 +5,6 @@ from __future__ import annotations
 from django.shortcuts import get_object_or_404
 from django.utils.cache import add_never_cache_headers
 from rest_framework import generics, status
-from rest_framework.authentication import SessionAuthentication
-from rest_framework.exceptions import ValidationError
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
 from rest_framework.schemas.openapi import AutoSchema
@@ -15,7 +13,8 @@ from rest_framework.views import APIView
 from .. import services
 from ..models import Consent, ConsentEvent, OfflineTokenFamily
 from . import serializers
-from .authentication import HeaderBearerAuthentication
+from .authentication import HeaderBearerAuthentication, StorableSessionAuthentication
+from .parsers import API_PARSERS
 from .permissions import ActsForSignedInUser, HasModelPermission, StaffSession
 
 VIEW_CONSENT = "offline_access.view_consent"
@@ -53,7 +52,8 @@ class Base(APIView):
     site's DRF defaults; lists paginate."""
 
     # Token first: an unauthenticated request gets 401 with a Bearer challenge (RFC 6750).
-    authentication_classes = [HeaderBearerAuthentication, SessionAuthentication]
+    authentication_classes = [HeaderBearerAuthentication, StorableSessionAuthentication]
+    parser_classes = API_PARSERS
     schema = Schema(tags=["offline access"])
 
     def finalize_response(self, request, response, *args, **kwargs):
@@ -180,18 +180,16 @@ class ConsentList(StaffOnly, Base, generics.ListAPIView):
         consents = (
             Consent.objects.with_usage().select_related("user", "application").order_by("-granted_at", "-pk")
         )
-        params = self.request.query_params
+        filters = serializers.ConsentFilterSerializer(data=self.request.query_params)
+        filters.is_valid(raise_exception=True)
+        params = filters.validated_data
         if params.get("user"):
             consents = consents.filter(user__username=params["user"])
         if params.get("application"):
             consents = consents.filter(application__client_id=params["application"])
         if params.get("kind"):
-            if params["kind"] not in Consent.Kind.values:
-                raise ValidationError({"kind": [f"Choose one of: {', '.join(Consent.Kind.values)}."]})
             consents = consents.filter(kind=params["kind"])
         if params.get("state"):
-            if params["state"] not in Consent.Status.values:
-                raise ValidationError({"state": [f"Choose one of: {', '.join(Consent.Status.values)}."]})
             consents = consents.in_state(params["state"])
         return consents
 
