@@ -789,6 +789,9 @@ def test_grant_enduring_consent_without_expiry(staff_api, user, application):
         ),
         ({"expires_at": "PAST"}, {"expires_at": ["The expiry must be in the future."]}),
         ({"expires_at": "tomorrow"}, "expires_at"),
+        ({"user": ["alice"]}, {"user": ["Not a valid string."]}),
+        ({"application": 7}, {"application": ["Not a valid string."]}),
+        ({"user": "alice\x00"}, {"user": ["Null characters are not allowed."]}),
     ],
 )
 def test_grant_enduring_consent_rejects_bad_input(staff_api, user, application, change, errors):

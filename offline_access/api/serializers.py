@@ -84,12 +84,12 @@ class StorableSlugField(serializers.SlugRelatedField):
     checks and messages as DRF's CharField.
     """
 
-    default_error_messages = {"invalid": "Expected text."}
+    default_error_messages = {"not_text": "Not a valid string."}
     text_validators = (ProhibitNullCharactersValidator(), ProhibitSurrogateCharactersValidator())
 
     def to_internal_value(self, data):
         if not isinstance(data, str):
-            self.fail("invalid")
+            self.fail("not_text")
         for validate in self.text_validators:
             validate(data)
         return super().to_internal_value(data)
