@@ -22,8 +22,9 @@ DEFAULTS: dict[str, Any] = {
     "CONSENT_FORM_MAX_AGE": timedelta(minutes=10),
     # The template of the consent screen.
     "CONSENT_TEMPLATE": "offline_access/consent.html",
-    # The scope a bearer token needs to use the REST API (list and revoke the
-    # user's connected apps; staff endpoints also need the model permissions).
+    # The scope a bearer token needs to use the user's own REST API endpoints
+    # (list and revoke the user's connected apps). It never opens the staff
+    # endpoints: those take a signed-in staff session only, whatever the scope.
     "API_SCOPE": "connected_apps",
     # RFC 8628 5.1: failed user-code entries on the device page allowed per account
     # and per client address; the one that reaches it blocks that account or address

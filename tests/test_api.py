@@ -63,6 +63,13 @@ SCOPE_DESCRIPTIONS = settings.OAUTH2_PROVIDER["SCOPES"]
 NOT_AUTHENTICATED = {"detail": "Authentication credentials were not provided."}
 NO_PERMISSION = {"detail": "You do not have permission to perform this action."}
 BEARER_NEEDS_SCOPE = {"detail": "A bearer token needs the 'connected_apps' scope."}
+STAFF_NEEDS_SESSION = {
+    "detail": (
+        "The staff endpoints need a signed-in staff session (the browser, or Django admin); "
+        "bearer tokens are not accepted here, whatever their scope. "
+        "To automate, use the management commands."
+    )
+}
 
 AccessToken = get_access_token_model()
 RefreshToken = get_refresh_token_model()
@@ -215,9 +222,15 @@ def test_anonymous_requests_get_drfs_not_authenticated_error_everywhere(rest, us
 
     for method, url in every_endpoint(consent.pk, family.pk):
         response = getattr(rest, method)(url, body, format="json") if method == "post" else rest.get(url)
-        # RFC 6750: 401 with a Bearer challenge, in DRF's error shape.
-        assert response.status_code == 401, (method, url, response.status_code)
-        assert response["WWW-Authenticate"].startswith("Bearer"), (method, url)
+        if url.startswith(BASE + "me/"):
+            # RFC 6750: 401 with a Bearer challenge, in DRF's error shape.
+            assert response.status_code == 401, (method, url, response.status_code)
+            assert response["WWW-Authenticate"].startswith("Bearer"), (method, url)
+        else:
+            # The staff endpoints take no bearer token, so they send no Bearer challenge:
+            # 403 (see test_anonymous_requests_to_staff_endpoints_get_403_without_a_bearer_challenge).
+            assert response.status_code == 403, (method, url, response.status_code)
+            assert not response.has_header("WWW-Authenticate"), (method, url)
         assert response.json() == NOT_AUTHENTICATED, (method, url)
 
     consent.refresh_from_db()
@@ -341,17 +354,18 @@ def test_expired_or_unknown_bearer_token_is_not_authenticated(user, application,
     assert consent.status == Consent.Status.ACTIVE
 
 
-def test_staff_bearer_token_needs_the_api_scope_too(application, user):
+@pytest.mark.parametrize("scope", ["openid read", API_SCOPE])
+def test_staff_bearer_token_is_refused_on_the_staff_endpoints_whatever_its_scope(application, user, scope):
+    """Until issue 8 a staff member's token with the API scope listed every consent (200)."""
     factories.ConsentFactory(user=user, application=application)
     operator = staff_member("operator", *STAFF_PERMISSIONS)
 
-    response = bearer_client(bearer_token(operator, application, scope="openid read")).get(CONSENTS)
-    assert response.status_code == 403
-    assert response.json() == BEARER_NEEDS_SCOPE
+    response = bearer_client(bearer_token(operator, application, scope=scope)).get(CONSENTS)
 
-    response = bearer_client(bearer_token(operator, application)).get(CONSENTS)
-    assert response.status_code == 200
-    assert response.json()["count"] == 1
+    assert response.status_code == 403
+    assert response.json() == STAFF_NEEDS_SESSION
+    # The same member's session may.
+    assert session_client(operator).get(CONSENTS).json()["count"] == 1
 
 
 # The user's consents and devices ---------------------------------------------------------------
@@ -775,6 +789,9 @@ def test_grant_enduring_consent_without_expiry(staff_api, user, application):
         ),
         ({"expires_at": "PAST"}, {"expires_at": ["The expiry must be in the future."]}),
         ({"expires_at": "tomorrow"}, "expires_at"),
+        ({"user": ["alice"]}, {"user": ["Not a valid string."]}),
+        ({"application": 7}, {"application": ["Not a valid string."]}),
+        ({"user": "alice\x00"}, {"user": ["Null characters are not allowed."]}),
     ],
 )
 def test_grant_enduring_consent_rejects_bad_input(staff_api, user, application, change, errors):
@@ -1177,3 +1194,224 @@ def test_staff_list_rejects_an_unknown_kind(db):
     response = session_client(staff_member("viewer", VIEW_CONSENT)).get(CONSENTS, {"kind": "bogus"})
     assert response.status_code == 400
     assert response.json() == {"kind": ["Choose one of: interactive, enduring."]}
+
+
+# Staff endpoints: a signed-in staff session, never a bearer token (issue 8) ----------------------
+
+#: Every HTTP method a client could try on a staff endpoint.
+STAFF_METHODS = ("get", "head", "options", "post", "put", "patch", "delete")
+EVERY_SCOPE = " ".join(SCOPE_DESCRIPTIONS)
+
+
+def staff_urls(consent_id: int) -> list[str]:
+    return [CONSENTS, ENDURING, consent_revoke(consent_id), REVOKE_EVERYTHING]
+
+
+def database_state() -> dict[str, list]:
+    """What a staff endpoint could change: consents, events, token families and tokens."""
+    return {
+        "consents": list(
+            Consent.objects.order_by("pk").values_list(
+                "pk", "user_id", "application_id", "kind", "status", "expires_at", "reason", "ended_at"
+            )
+        ),
+        "events": list(ConsentEvent.objects.order_by("pk").values_list("pk", "action")),
+        "families": list(OfflineTokenFamily.objects.order_by("pk").values_list("pk", "ended_at")),
+        "refresh_tokens": list(RefreshToken.objects.order_by("pk").values_list("pk", "revoked")),
+        "access_tokens": list(AccessToken.objects.order_by("pk").values_list("pk", "expires")),
+    }
+
+
+def call(client: APIClient, method: str, url: str, body: dict):
+    if method in ("get", "head"):
+        return getattr(client, method)(url)
+    return getattr(client, method)(url, body, format="json")
+
+
+@pytest.mark.parametrize("scope", [API_SCOPE, EVERY_SCOPE], ids=["api-scope", "every-scope"])
+def test_a_superusers_bearer_token_never_reaches_the_staff_api(
+    other_user, application, native_application, scope
+):
+    """The attack of issue 8: a third-party client holds an administrator's token.
+
+    With only the scope a user hands out on the consent screen (or with every scope
+    there is), it tried to grant itself an enduring consent for another user (201)
+    and to revoke every user's access to a client (200). Now every staff endpoint
+    refuses it for every method, and nothing in the database changes.
+    """
+    root = factories.UserFactory(username="root", is_staff=True, is_superuser=True)
+    victim = factories.ConsentFactory(user=other_user, application=application)
+    add_device(victim)
+    add_device(factories.ConsentFactory(user=root, application=native_application))
+    # The token the third-party "Phone App" got when the administrator approved it.
+    client = bearer_client(bearer_token(root, native_application, scope=scope))
+    attacks = {
+        "user": other_user.username,
+        "application": native_application.client_id,
+        "reason": "I say so",
+    }
+    before = database_state()
+
+    for url in staff_urls(victim.pk):
+        for method in STAFF_METHODS:
+            body = {"application": application.client_id} if url == REVOKE_EVERYTHING else attacks
+            response = call(client, method, url, body)
+            assert response.status_code == 403, (method, url, response.status_code, response.content)
+            if method != "head":
+                assert response.json() == STAFF_NEEDS_SESSION, (method, url)
+            # No Bearer challenge: no bearer token, of any scope, is accepted here.
+            assert not response.has_header("WWW-Authenticate"), (method, url)
+
+    assert database_state() == before
+    assert not Consent.objects.filter(kind=Consent.Kind.ENDURING).exists()
+
+    # The same token still acts for the administrator on their own endpoints.
+    [mine] = results(client.get(MY_CONSENTS))
+    assert mine["application"]["client_id"] == native_application.client_id
+    assert len(results(client.get(MY_DEVICES))) == 1
+    response = client.post(my_consent_revoke(mine["id"]), {"reason": "done"}, format="json")
+    assert response.status_code == 200, response.content
+    assert response.json() == {"consents": 1, "refresh_tokens": 1, "access_tokens": 1}
+
+
+def test_a_staff_session_that_also_sends_a_bearer_token_is_refused(other_user, application):
+    """A bearer token is refused explicitly even when a staff session comes with it."""
+    victim = factories.ConsentFactory(user=other_user, application=application)
+    operator = staff_member("operator", *STAFF_PERMISSIONS)
+    client = session_client(operator)
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {bearer_token(operator, application)}")
+    before = database_state()
+
+    for url in staff_urls(victim.pk):
+        response = call(client, "post" if url != CONSENTS else "get", url, {"user": other_user.username})
+        assert response.status_code == 403, (url, response.status_code)
+        assert response.json() == STAFF_NEEDS_SESSION, url
+
+    assert database_state() == before
+    # Without the token, the same session may.
+    client.credentials()
+    assert client.get(CONSENTS).status_code == 200
+
+
+@pytest.mark.parametrize("method", STAFF_METHODS)
+def test_anonymous_requests_to_staff_endpoints_get_403_without_a_bearer_challenge(
+    rest, other_user, application, method
+):
+    """A 401 must carry a challenge (RFC 9110 15.5.2); a Bearer one would invite a token
+    that these endpoints never accept, so an anonymous request gets DRF's 403."""
+    victim = factories.ConsentFactory(user=other_user, application=application)
+    before = database_state()
+
+    for url in staff_urls(victim.pk):
+        response = call(rest, method, url, {"user": other_user.username, "reason": "x"})
+        assert response.status_code == 403, (method, url, response.status_code)
+        assert not response.has_header("WWW-Authenticate"), (method, url)
+        if method != "head":
+            assert response.json() == NOT_AUTHENTICATED, (method, url)
+
+    assert database_state() == before
+
+
+# Bearer tokens only in the Authorization header (RFC 6750 2.1; issue 8) ----------------------------
+
+TOKEN_OUTSIDE_HEADER = {
+    "detail": (
+        "Send the access token in the Authorization header (Authorization: Bearer <token>), "
+        "never as an access_token parameter in the URL or a form body."
+    )
+}
+
+
+def assert_token_transport_refused(response, where: str) -> None:
+    """RFC 6750 3.1: ``invalid_request`` (400), named in the Bearer challenge."""
+    assert response.status_code == 400, (where, response.status_code, response.content[:300])
+    assert response.json() == TOKEN_OUTSIDE_HEADER, where
+    assert 'error="invalid_request"' in response["WWW-Authenticate"], where
+
+
+def test_valid_access_token_in_the_query_string_is_refused_on_every_endpoint(user, application):
+    """RFC 6750 2.3 / RFC 9700 4.3.2: a token in the URL lands in access logs and history."""
+    consent = factories.ConsentFactory(user=user, application=application)
+    family = add_device(consent)
+    token = bearer_token(user, application)
+    before = database_state()
+
+    for method, url in every_endpoint(consent.pk, family.pk):
+        response = getattr(APIClient(), method)(f"{url}?access_token={token}")
+        assert_token_transport_refused(response, f"{method} {url}")
+
+    assert database_state() == before
+    # The same token in the header works.
+    assert len(results(bearer_client(token).get(MY_CONSENTS))) == 1
+
+
+@pytest.mark.parametrize("method", ["get", "post"])
+def test_valid_access_token_in_a_form_body_is_refused(user, application, method):
+    consent = factories.ConsentFactory(user=user, application=application)
+    token = bearer_token(user, application)
+    url = MY_CONSENTS if method == "get" else my_consent_revoke(consent.pk)
+
+    # DRF parses a form body for any method, GET included, and DOT hands it to oauthlib.
+    response = APIClient().generic(
+        method.upper(), url, f"access_token={token}", content_type="application/x-www-form-urlencoded"
+    )
+
+    assert_token_transport_refused(response, method)
+    consent.refresh_from_db()
+    assert consent.status == Consent.Status.ACTIVE
+
+
+@pytest.mark.parametrize("auth", ["header", "session"])
+def test_access_token_parameter_is_refused_even_next_to_valid_credentials(user, application, auth):
+    """Two ways of sending a token is invalid_request (RFC 6750 3.1), and the URL would be logged."""
+    token = bearer_token(user, application)
+    client = bearer_client(token) if auth == "header" else session_client(user)
+
+    assert_token_transport_refused(client.get(f"{MY_CONSENTS}?access_token={token}"), auth)
+    assert_token_transport_refused(client.get(f"{MY_CONSENTS}?access_token="), auth)
+    assert results(client.get(MY_CONSENTS)) == []
+
+
+# Cache-Control (issue 8) --------------------------------------------------------------------------
+
+
+def cache_directives(response) -> set[str]:
+    return {part.strip().split("=")[0].lower() for part in response.get("Cache-Control", "").split(",")}
+
+
+def test_every_api_response_says_no_store(user, application):
+    """The answers carry account data or answer credentials: no cache may keep them (RFC 9111 5.2.2.5)."""
+    consent = factories.ConsentFactory(user=user, application=application)
+    family = add_device(consent)
+    operator = session_client(staff_member("operator", *STAFF_PERMISSIONS))
+    body = {"user": user.username, "application": application.client_id, "reason": "x"}
+    clients = {
+        "anonymous": APIClient(),
+        "session": session_client(user),
+        "bearer": bearer_client(bearer_token(user, application)),
+        "wrong-scope": bearer_client(bearer_token(user, application, scope="openid")),
+        "unknown-token": bearer_client("no-such-token"),
+        "staff": operator,
+    }
+    seen = set()
+
+    for name, client in clients.items():
+        for method, url in every_endpoint(consent.pk, family.pk):
+            for query in ("", "?access_token=x", "?state=bogus"):
+                response = call(client, method, url + query, body)
+                seen.add(response.status_code)
+                assert "no-store" in cache_directives(response), (
+                    name,
+                    method,
+                    url + query,
+                    response.status_code,
+                )
+            response = client.put(url, body, format="json")
+            seen.add(response.status_code)
+            assert "no-store" in cache_directives(response), (name, "put", url, response.status_code)
+        response = client.post(my_consent_revoke(999999))
+        seen.add(response.status_code)
+        assert "no-store" in cache_directives(response), (name, "404")
+
+    # Success, renewal, bad input, unauthenticated, forbidden, not found, wrong method.
+    assert {200, 400, 401, 403, 404, 405} <= seen

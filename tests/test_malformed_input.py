@@ -5,6 +5,9 @@ known to be genuine are shown as a 400 page and never redirect (RFC 6749 4.1.2.1
 later errors go back to the client's registered redirect_uri with ``error=...``.
 Token endpoint: a JSON error body (RFC 6749 5.2). Revocation and introspection
 answer an unknown or malformed token as RFC 7009 2.2 and RFC 7662 2.2 require.
+The REST API answers in DRF's error shape: every endpoint, with NUL bytes, lone
+surrogates and other odd values in its query parameters, JSON and form bodies and
+headers (issue 8); run it on PostgreSQL too, where a NUL that reaches a query is a 500.
 
 The default test client re-raises a view's exception, so a 500 fails the test
 with its traceback.
@@ -12,10 +15,15 @@ with its traceback.
 
 from __future__ import annotations
 
+import base64
+import json
+from types import SimpleNamespace
 from urllib.parse import parse_qs, quote, urlencode, urlparse
 
 import pytest
+from django.conf import settings
 from django.test import Client
+from rest_framework.test import APIClient
 
 from . import factories
 from .oauth import (
@@ -27,6 +35,22 @@ from .oauth import (
     get_code,
     refresh,
     submit_consent,
+)
+from .test_api import (
+    CONSENTS,
+    ENDURING,
+    MY_CONSENTS,
+    MY_DEVICES,
+    REVOKE_EVERYTHING,
+    STAFF_PERMISSIONS,
+    add_device,
+    bearer_token,
+    consent_revoke,
+    database_state,
+    my_consent_revoke,
+    my_device_revoke,
+    session_client,
+    staff_member,
 )
 
 REDIRECT_URI = "https://client.example/callback"
@@ -517,3 +541,358 @@ def test_nul_byte_at_revocation_and_introspection_is_invalid_request(api, applic
     data = {"token": "abc", **client_auth(application)}
     data[field] += "\x00"
     assert_json_error(api.post(endpoint, data), 400, "invalid_request")
+
+
+# REST API (offline_access.api): a DRF error, never a 500 ---------------------------------------------
+#
+# PostgreSQL can neither store nor compare text holding a NUL, and no database driver
+# encodes a lone surrogate (JSON can spell one: "\ud800"). Run this section on
+# PostgreSQL too: that is where a NUL that reaches a query turns into a 500.
+
+#: Values for every query parameter, body field and header below.
+ODD_TEXT = [
+    "\x00",
+    "alice\x00",
+    "%00",
+    "\ufffd\ufffe",
+    "\u202eevil",
+    "caf\xe9\U0001f600",
+    "",
+    "x" * HUGE,
+    "-1",
+    "1e999",
+]
+ODD_TEXT_IDS = [
+    "nul",
+    "trailing-nul",
+    "escaped-nul",
+    "replacement",
+    "bidi",
+    "non-ascii",
+    "empty",
+    "huge",
+    "minus-one",
+    "overflow",
+]
+#: JSON values that no text field expects.
+ODD_JSON = [
+    None,
+    0,
+    -1,
+    10**400,
+    1.5,
+    True,
+    [],
+    ["alice"],
+    {},
+    {"username": "alice"},
+    "\ud800",
+    "a\udfffb",
+    "\x00",
+    "x" * HUGE,
+    "9999-12-31T23:59:59-14:00",
+    "0001-01-01T00:00:00+14:00",
+    "2026-13-45T25:61:61Z",
+]
+ODD_JSON_IDS = [
+    "null",
+    "zero",
+    "minus-one",
+    "bigint",
+    "float",
+    "true",
+    "empty-list",
+    "list",
+    "empty-object",
+    "object",
+    "lone-surrogate",
+    "embedded-surrogate",
+    "nul",
+    "huge",
+    "max-datetime",
+    "min-datetime",
+    "bad-datetime",
+]
+NUL_NOT_ALLOWED = "Null characters are not allowed."
+
+#: The body fields of each endpoint that takes one.
+API_BODY_FIELDS = {
+    "enduring": ("user", "application", "reason", "expires_at"),
+    "revoke-everything": ("user", "application", "reason"),
+    "revoke-consent": ("reason",),
+    "my-consent": ("reason",),
+    "my-device": ("reason",),
+}
+#: The query parameters each list reads (filters, pagination, DRF's format override).
+API_QUERY_PARAMETERS = {
+    "consents": ("user", "application", "kind", "state", "page", "page_size", "format"),
+    "my-consents": ("page", "page_size", "format"),
+    "my-devices": ("page", "page_size", "format"),
+}
+#: What a request may answer. 200/201 when an odd value happens to be acceptable (a
+#: reason "0"); never 500.
+API_STATUSES = {200, 201, 400, 401, 403, 404, 405, 406, 415}
+
+
+@pytest.fixture
+def rest_world(user, other_user, application):
+    """alice's consent and device; a staff session holding every staff permission."""
+    consent = factories.ConsentFactory(user=user, application=application)
+    family = add_device(consent)
+    factories.EnduringConsentFactory(user=other_user, application=application)
+    operator = staff_member("operator", *STAFF_PERMISSIONS)
+    return SimpleNamespace(
+        consent=consent,
+        family=family,
+        staff=session_client(operator),
+        me=session_client(user),
+        bearer=bearer_token(user, application),
+        urls={
+            "consents": CONSENTS,
+            "my-consents": MY_CONSENTS,
+            "my-devices": MY_DEVICES,
+            "enduring": ENDURING,
+            "revoke-everything": REVOKE_EVERYTHING,
+            "revoke-consent": consent_revoke(consent.pk),
+            "my-consent": my_consent_revoke(consent.pk),
+            "my-device": my_device_revoke(family.pk),
+        },
+    )
+
+
+def api_client_for(world, endpoint: str) -> APIClient:
+    """The client that may use ``endpoint``: the staff session, or alice's session."""
+    return world.me if endpoint.startswith("my-") else world.staff
+
+
+def valid_body(world, endpoint: str) -> dict:
+    return {
+        "enduring": {"user": "mallory", "application": "calendar-sync", "reason": "Contract"},
+        "revoke-everything": {"user": "mallory", "reason": "Left"},
+    }.get(endpoint, {"reason": "Lost"})
+
+
+def assert_api_error(response, status: int = 400) -> dict:
+    assert response.status_code == status, (response.status_code, response.content[:300])
+    assert response["Content-Type"].startswith("application/json")
+    return response.json()
+
+
+def assert_not_500(response, where) -> None:
+    assert response.status_code in API_STATUSES, (where, response.status_code, response.content[:300])
+
+
+@pytest.mark.parametrize("name", ["user", "application", "kind", "state"])
+@pytest.mark.parametrize("value", ["\x00", "alice\x00", "calendar-sync\x00", "active\x00"])
+def test_nul_byte_in_a_staff_list_filter_is_a_drf_error(rest_world, name, value):
+    response = rest_world.staff.get(CONSENTS, {name: value})
+    errors = assert_api_error(response)
+    assert set(errors) == {name}
+    if name in ("user", "application"):
+        assert errors == {name: [NUL_NOT_ALLOWED]}
+
+
+@pytest.mark.parametrize("body_format", ["json", "form", "multipart"])
+@pytest.mark.parametrize(
+    "endpoint, field",
+    [(endpoint, field) for endpoint, fields in API_BODY_FIELDS.items() for field in fields],
+)
+def test_nul_byte_in_an_api_body_is_a_drf_error(rest_world, endpoint, field, body_format):
+    body = {**valid_body(rest_world, endpoint), field: "mallory\x00"}
+    client, url = api_client_for(rest_world, endpoint), rest_world.urls[endpoint]
+    before = database_state()
+
+    if body_format == "form":
+        response = client.post(url, urlencode(body), content_type="application/x-www-form-urlencoded")
+    else:
+        response = client.post(url, body, format=body_format)
+
+    errors = assert_api_error(response)
+    assert set(errors) == {field}
+    if field != "expires_at":
+        assert errors == {field: [NUL_NOT_ALLOWED]}
+    assert database_state() == before
+
+
+@pytest.mark.parametrize("value", ["\ud800", "mallory\udfff"], ids=["lone", "trailing"])
+@pytest.mark.parametrize(
+    "endpoint, field",
+    [(endpoint, field) for endpoint, fields in API_BODY_FIELDS.items() for field in fields],
+)
+def test_surrogate_in_a_json_body_is_a_drf_error(rest_world, endpoint, field, value):
+    """JSON can spell a lone surrogate; no database driver can encode one."""
+    body = {**valid_body(rest_world, endpoint), field: value}
+    client, url = api_client_for(rest_world, endpoint), rest_world.urls[endpoint]
+    before = database_state()
+
+    response = client.post(url, json.dumps(body), content_type="application/json")
+
+    errors = assert_api_error(response)
+    assert set(errors) == {field}
+    if field != "expires_at":
+        surrogate = f"U+{ord(value[-1]):04X}"
+        assert errors == {field: [f"Surrogate characters are not allowed: {surrogate}."]}
+    assert database_state() == before
+
+
+def test_odd_query_parameters_never_500(rest_world):
+    for endpoint, names in API_QUERY_PARAMETERS.items():
+        client, url = api_client_for(rest_world, endpoint), rest_world.urls[endpoint]
+        for name in (*names, "unknown", "x\x00y"):
+            for value in ODD_TEXT:
+                assert_not_500(client.get(url, {name: value}), (endpoint, name, value[:20]))
+            assert_not_500(client.get(url, {name: ["alice", "\x00"]}), (endpoint, name, "repeated"))
+            # Bytes that are not UTF-8, raw (Django decodes them to U+FFFD), then a NUL.
+            assert_not_500(client.get(f"{url}?{name}=%FF%FE%00"), (endpoint, name, "raw"))
+
+
+@pytest.mark.parametrize("value", ODD_JSON, ids=ODD_JSON_IDS)
+def test_odd_json_body_values_never_500(rest_world, value):
+    for endpoint, fields in API_BODY_FIELDS.items():
+        client, url = api_client_for(rest_world, endpoint), rest_world.urls[endpoint]
+        for field in fields:
+            body = json.dumps({**valid_body(rest_world, endpoint), field: value})
+            assert_not_500(client.post(url, body, content_type="application/json"), (endpoint, field))
+        # The odd value as the whole body.
+        body = json.dumps(value)
+        assert_not_500(client.post(url, body, content_type="application/json"), (endpoint, "body"))
+
+
+def test_odd_form_body_values_never_500(rest_world):
+    for endpoint, fields in API_BODY_FIELDS.items():
+        client, url = api_client_for(rest_world, endpoint), rest_world.urls[endpoint]
+        for field in fields:
+            for value in ODD_TEXT:
+                body = {**valid_body(rest_world, endpoint), field: value}
+                form = urlencode(body)
+                response = client.post(url, form, content_type="application/x-www-form-urlencoded")
+                assert_not_500(response, (endpoint, field, value[:20], "form"))
+                response = client.post(url, body, format="multipart")
+                assert_not_500(response, (endpoint, field, value[:20], "multipart"))
+            raw = urlencode(valid_body(rest_world, endpoint)) + f"&{field}=%FF%FE%00"
+            response = client.post(url, raw, content_type="application/x-www-form-urlencoded")
+            assert_not_500(response, (endpoint, field, "raw"))
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"{", b"", b"\x00", b"\xff\xfe{}", b'{"reason": "\xff"}', b"[" * 10_000, b'{"reason": NaN}'],
+    ids=["truncated", "empty", "nul", "bom-utf16", "non-utf8", "deep", "nan"],
+)
+def test_malformed_json_bodies_never_500(rest_world, body):
+    for endpoint in API_BODY_FIELDS:
+        client, url = api_client_for(rest_world, endpoint), rest_world.urls[endpoint]
+        assert_not_500(client.post(url, body, content_type="application/json"), endpoint)
+
+
+#: Authorization header values: a NUL, bytes a server decodes as Latin-1, a huge
+#: token, a scheme this API does not use, half a header.
+ODD_AUTHORIZATION = [
+    "Bearer \x00",
+    "Bearer abc\x00def",
+    "Bearer\x00",
+    "Bearer caf\xe9",
+    "Bearer caf\xc3\xa9",
+    "Bearer " + "x" * HUGE,
+    "Bearer",
+    "Bearer ",
+    "Bearer a b",
+    "bearer  no-such-token",
+    "Basic junk",
+    "Basic " + base64.b64encode(b"alice\x00:test-password").decode(),
+    "Basic " + base64.b64encode(b"alice:test-password").decode(),
+    "Basic \x00",
+    "Digest username=alice",
+    "\x00",
+    "x" * HUGE,
+]
+ODD_AUTHORIZATION_IDS = [
+    "bearer-nul",
+    "bearer-embedded-nul",
+    "scheme-nul",
+    "bearer-latin1",
+    "bearer-utf8-as-latin1",
+    "bearer-huge",
+    "bearer-alone",
+    "bearer-empty",
+    "bearer-two-tokens",
+    "bearer-lowercase-unknown",
+    "basic-junk",
+    "basic-nul",
+    "basic-valid-password",
+    "basic-raw-nul",
+    "digest",
+    "nul",
+    "huge",
+]
+
+
+@pytest.mark.parametrize("authorization", ODD_AUTHORIZATION, ids=ODD_AUTHORIZATION_IDS)
+def test_odd_authorization_headers_never_authenticate_or_500(rest_world, authorization):
+    """Nothing here is a valid bearer token: the user's endpoints answer 401, the staff ones 403."""
+    before = database_state()
+    for endpoint, url in rest_world.urls.items():
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=authorization)
+        if endpoint in API_BODY_FIELDS:
+            response = client.post(url, valid_body(rest_world, endpoint), format="json")
+        else:
+            response = client.get(url)
+        expected = 401 if endpoint.startswith("my-") else 403
+        assert response.status_code == expected, (endpoint, response.status_code, response.content[:300])
+        assert response.json() == {"detail": "Authentication credentials were not provided."}
+    assert database_state() == before
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"HTTP_ACCEPT": "\x00"},
+        {"HTTP_ACCEPT": "application/json; indent=\x00"},
+        {"HTTP_ACCEPT": "application/json; indent=99999999999999999999"},
+        {"HTTP_ACCEPT": "text/html"},
+        {"HTTP_ACCEPT": "application/xml"},
+        {"HTTP_ACCEPT": "*/*; q=\x00"},
+        {"HTTP_ACCEPT_LANGUAGE": "\x00"},
+        {"HTTP_ACCEPT_LANGUAGE": "x" * HUGE},
+        {"HTTP_X_CSRFTOKEN": "\x00"},
+        {"HTTP_X_CSRFTOKEN": "x" * HUGE},
+        {"HTTP_COOKIE": "csrftoken=\x00"},
+        {"HTTP_ORIGIN": "\x00"},
+        {"HTTP_REFERER": "\x00"},
+        {"HTTP_X_FORWARDED_PROTO": "\x00"},
+        {"CONTENT_TYPE": "application/json; charset=\x00"},
+        {"CONTENT_TYPE": "application/json; charset=bogus"},
+        {"CONTENT_TYPE": "application/json; charset=utf-16"},
+        {"CONTENT_TYPE": "application/x-www-form-urlencoded; charset=bogus"},
+        {"CONTENT_TYPE": "multipart/form-data"},
+        {"CONTENT_TYPE": "multipart/form-data; boundary=\x00"},
+        {"CONTENT_TYPE": "text/plain"},
+        {"CONTENT_TYPE": "\x00"},
+    ],
+    ids=lambda headers: "-".join(f"{k}={v[:20]!r}" for k, v in headers.items()),
+)
+def test_odd_request_headers_never_500(rest_world, headers):
+    bearer = APIClient()
+    bearer.credentials(HTTP_AUTHORIZATION=f"Bearer {rest_world.bearer}")
+    for endpoint, url in rest_world.urls.items():
+        # Each endpoint with the session that may use it; the user's also with a bearer token.
+        clients = [api_client_for(rest_world, endpoint)] + ([bearer] if endpoint.startswith("my-") else [])
+        for client in clients:
+            if endpoint in API_BODY_FIELDS:
+                body = json.dumps(valid_body(rest_world, endpoint)).encode()
+                extra = {"CONTENT_TYPE": "application/json", **headers}
+                response = client.generic("POST", url, body, **extra)
+            else:
+                response = client.get(url, **headers)
+            assert_not_500(response, (endpoint, client is bearer))
+
+
+@pytest.mark.parametrize("session_key", ["\x00" * 32, "abcdefgh\x00", "x" * HUGE, "\xe9" * 32])
+def test_odd_session_cookie_is_anonymous_not_500(rest_world, session_key):
+    for endpoint, url in rest_world.urls.items():
+        client = APIClient()
+        client.cookies[settings.SESSION_COOKIE_NAME] = session_key
+        response = client.post(url, {}, format="json") if endpoint in API_BODY_FIELDS else client.get(url)
+        expected = 401 if endpoint.startswith("my-") else 403
+        assert response.status_code == expected, (endpoint, response.status_code)

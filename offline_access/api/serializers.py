@@ -1,10 +1,12 @@
 from __future__ import annotations
 
 from django.contrib.auth import get_user_model
+from django.core.validators import ProhibitNullCharactersValidator
 from django.utils import timezone
 from oauth2_provider.models import get_application_model
 from oauth2_provider.scopes import get_scopes_backend
 from rest_framework import serializers
+from rest_framework.validators import ProhibitSurrogateCharactersValidator
 
 from ..models import Consent, OfflineTokenFamily
 
@@ -75,15 +77,61 @@ class DeviceSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class UserField(serializers.SlugRelatedField):
+class StorableSlugField(serializers.SlugRelatedField):
+    """A slug that is text a database can compare, checked before the lookup.
+
+    PostgreSQL refuses a NUL in a query parameter (a 500, not "does not exist"), and
+    no driver encodes a lone surrogate, which JSON can spell ("\\ud800"). The same
+    checks and messages as DRF's CharField.
+    """
+
+    default_error_messages = {"not_text": "Not a valid string."}
+    text_validators = (ProhibitNullCharactersValidator(), ProhibitSurrogateCharactersValidator())
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("not_text")
+        for validate in self.text_validators:
+            validate(data)
+        return super().to_internal_value(data)
+
+
+class UserField(StorableSlugField):
     def __init__(self, **kwargs):
         User = get_user_model()
         super().__init__(slug_field=User.USERNAME_FIELD, queryset=User._default_manager.all(), **kwargs)
 
 
-class ClientField(serializers.SlugRelatedField):
+class ClientField(StorableSlugField):
     def __init__(self, **kwargs):
         super().__init__(slug_field="client_id", queryset=get_application_model().objects.all(), **kwargs)
+
+
+def _one_of(choices) -> dict[str, str]:
+    return {"invalid_choice": f"Choose one of: {', '.join(choices)}."}
+
+
+class ConsentFilterSerializer(serializers.Serializer):
+    """The staff list's query filters, validated before they reach a query.
+
+    Blank means "no filter". CharField refuses NUL and surrogates (PostgreSQL cannot
+    compare text holding a NUL); whitespace is kept, so a filter matches exactly.
+    """
+
+    user = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False)
+    application = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False)
+    kind = serializers.ChoiceField(
+        choices=Consent.Kind.values,
+        required=False,
+        allow_blank=True,
+        error_messages=_one_of(Consent.Kind.values),
+    )
+    state = serializers.ChoiceField(
+        choices=Consent.Status.values,
+        required=False,
+        allow_blank=True,
+        error_messages=_one_of(Consent.Status.values),
+    )
 
 
 class EnduringConsentRequestSerializer(serializers.Serializer):

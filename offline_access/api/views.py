@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 from django.shortcuts import get_object_or_404
-from oauth2_provider.contrib.rest_framework import OAuth2Authentication
+from django.utils.cache import add_never_cache_headers
 from rest_framework import generics, status
-from rest_framework.authentication import SessionAuthentication
-from rest_framework.exceptions import ValidationError
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
 from rest_framework.schemas.openapi import AutoSchema
@@ -15,7 +13,9 @@ from rest_framework.views import APIView
 from .. import services
 from ..models import Consent, ConsentEvent, OfflineTokenFamily
 from . import serializers
-from .permissions import ActsForSignedInUser, HasModelPermission
+from .authentication import HeaderBearerAuthentication, StorableSessionAuthentication
+from .parsers import API_PARSERS
+from .permissions import ActsForSignedInUser, HasModelPermission, StaffSession
 
 VIEW_CONSENT = "offline_access.view_consent"
 REVOKE_CONSENT = "offline_access.revoke_consent"
@@ -48,17 +48,41 @@ class Schema(AutoSchema):
 
 
 class Base(APIView):
-    """Session (with CSRF) or a DOT bearer token, whatever the site's DRF defaults; lists paginate."""
+    """Session (with CSRF) or a DOT bearer token in the Authorization header, whatever the
+    site's DRF defaults; lists paginate."""
 
     # Token first: an unauthenticated request gets 401 with a Bearer challenge (RFC 6750).
-    authentication_classes = [OAuth2Authentication, SessionAuthentication]
+    authentication_classes = [HeaderBearerAuthentication, StorableSessionAuthentication]
+    parser_classes = API_PARSERS
     schema = Schema(tags=["offline access"])
+
+    def finalize_response(self, request, response, *args, **kwargs):
+        """Every answer, errors included, says ``no-store``: they carry account data or
+        answer credentials, and no browser or shared cache may keep them (RFC 9111 5.2.2.5)."""
+        response = super().finalize_response(request, response, *args, **kwargs)
+        add_never_cache_headers(response)
+        return response
 
 
 class RevokeView(Base):
     request_serializer = serializers.RevokeRequestSerializer
     response_serializer = serializers.RevocationResultSerializer
     response_status = 200
+
+
+class StaffOnly:
+    """For the staff endpoints: a signed-in staff session only, with the model permissions.
+
+    The bearer authentication stays in the list so that a token is recognised and
+    refused by name (StaffSession) rather than silently ignored. No challenge is sent:
+    a 401 must carry one (RFC 9110 15.5.2), and a Bearer challenge would invite a token
+    these endpoints never accept, so DRF answers an anonymous request 403.
+    """
+
+    permission_classes = [StaffSession, HasModelPermission]
+
+    def get_authenticate_header(self, request) -> None:
+        return None
 
 
 def _result(result) -> Response:
@@ -145,10 +169,9 @@ class RevokeMyDevice(RevokeView):
 # Staff ------------------------------------------------------------------------------
 
 
-class ConsentList(Base, generics.ListAPIView):
+class ConsentList(StaffOnly, Base, generics.ListAPIView):
     """All consents. Filters: ``user`` (username), ``application`` (client ID), ``kind``, ``state``."""
 
-    permission_classes = [HasModelPermission]
     required_permissions = {"GET": VIEW_CONSENT}
     serializer_class = serializers.StaffConsentSerializer
     pagination_class = Pagination
@@ -157,29 +180,26 @@ class ConsentList(Base, generics.ListAPIView):
         consents = (
             Consent.objects.with_usage().select_related("user", "application").order_by("-granted_at", "-pk")
         )
-        params = self.request.query_params
+        filters = serializers.ConsentFilterSerializer(data=self.request.query_params)
+        filters.is_valid(raise_exception=True)
+        params = filters.validated_data
         if params.get("user"):
             consents = consents.filter(user__username=params["user"])
         if params.get("application"):
             consents = consents.filter(application__client_id=params["application"])
         if params.get("kind"):
-            if params["kind"] not in Consent.Kind.values:
-                raise ValidationError({"kind": [f"Choose one of: {', '.join(Consent.Kind.values)}."]})
             consents = consents.filter(kind=params["kind"])
         if params.get("state"):
-            if params["state"] not in Consent.Status.values:
-                raise ValidationError({"state": [f"Choose one of: {', '.join(Consent.Status.values)}."]})
             consents = consents.in_state(params["state"])
         return consents
 
 
-class GrantEnduringConsent(Base):
+class GrantEnduringConsent(StaffOnly, Base):
     """Record (or renew: 200) an enduring consent for a user and application (SPEC C3)."""
 
     request_serializer = serializers.EnduringConsentRequestSerializer
     response_serializer = serializers.StaffConsentSerializer
 
-    permission_classes = [HasModelPermission]
     required_permissions = {"POST": GRANT_ENDURING_CONSENT}
 
     def post(self, request):
@@ -195,10 +215,9 @@ class GrantEnduringConsent(Base):
         )
 
 
-class RevokeConsent(RevokeView):
+class RevokeConsent(StaffOnly, RevokeView):
     """Revoke one consent and every token issued under it (SPEC C5)."""
 
-    permission_classes = [HasModelPermission]
     required_permissions = {"POST": REVOKE_CONSENT}
 
     def post(self, request, pk: int):
@@ -213,12 +232,11 @@ class RevokeConsent(RevokeView):
         )
 
 
-class RevokeEverything(RevokeView):
+class RevokeEverything(StaffOnly, RevokeView):
     """Revoke all offline access of a user, to an application, or of a user to an application."""
 
     request_serializer = serializers.RevokeEverythingRequestSerializer
 
-    permission_classes = [HasModelPermission]
     required_permissions = {"POST": REVOKE_CONSENT}
 
     def post(self, request):
