@@ -437,7 +437,10 @@ class ClientPolicy(models.Model):
         with transaction.atomic(using=using, savepoint=False):
             super().save(*args, **kwargs)
             self.bar_revocation = None
-            if not self.allow_offline_access:
+            update_fields = kwargs.get("update_fields")
+            # A save of other fields only has not written the flag: the row's own value stands.
+            writes_flag = update_fields is None or "allow_offline_access" in update_fields
+            if writes_flag and not self.allow_offline_access:
                 self.bar_revocation = _bar_clients(
                     [self.application_id], actor=self.changed_by, via=self.changed_via
                 )

@@ -249,6 +249,16 @@ def test_saving_a_barred_policy_again_records_nothing_new(user, application):
     assert ConsentEvent.objects.count() == events
 
 
+def test_saving_other_fields_of_a_stale_barred_copy_revokes_nothing(user, application):
+    tokens = offline_tokens(user, application)
+    policy = ClientPolicy.objects.create(application=application)
+    policy.allow_offline_access = False  # never written: update_fields leaves it out
+    policy.refresh_token_idle_timeout = timedelta(days=3)
+    policy.save(update_fields=["refresh_token_idle_timeout"])
+    assert ClientPolicy.objects.get().allow_offline_access is True
+    assert_refresh_works(application, tokens["refresh_token"])
+
+
 def test_saving_an_allowing_policy_revokes_nothing(user, application, django_assert_num_queries):
     tokens = offline_tokens(user, application)
     policy = ClientPolicy(application=application, refresh_token_idle_timeout=timedelta(days=3))
