@@ -18,6 +18,7 @@ import os
 from pathlib import Path
 
 import dj_database_url
+import django
 
 from example_project.signing_key import load_or_create_rsa_private_key
 
@@ -89,6 +90,22 @@ DATABASES = {
         else {"ENGINE": "django.db.backends.sqlite3", "NAME": BASE_DIR / "db.sqlite3"}
     )
 }
+
+# SQLite behind runserver, which serves each request in its own thread and
+# connection. With SQLite's defaults, parallel token requests answered 500
+# "database is locked": a transaction that began by reading could not upgrade to
+# writing while another wrote, and SQLite fails such an upgrade at once rather
+# than wait. So: a transaction takes the write lock when it begins (IMMEDIATE)
+# and waiters queue for up to 20 s (busy timeout) instead of failing; WAL lets
+# readers go on while one transaction writes. Tests use an in-memory database,
+# where SQLite ignores WAL (the pragma answers "memory").
+SQLITE_OPTIONS: dict[str, object] = {"timeout": 20}
+if django.VERSION >= (5, 1):  # both options arrived in Django 5.1
+    SQLITE_OPTIONS |= {"init_command": "PRAGMA journal_mode=WAL", "transaction_mode": "IMMEDIATE"}
+# On Django 4.2, example_project/demo/apps.py switches the file to WAL instead, and
+# the demo makes do without IMMEDIATE transactions (see use_sqlite_wal there).
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    DATABASES["default"]["OPTIONS"] = {**SQLITE_OPTIONS, **DATABASES["default"].get("OPTIONS", {})}
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

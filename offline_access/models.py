@@ -8,15 +8,19 @@ refresh-token family (a device or installation) each consent stands behind.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
-from django.db import models
+from django.db import models, router, transaction
 from django.db.models import F, Func, OuterRef, Q, Subquery
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from oauth2_provider.models import get_refresh_token_model
 from oauth2_provider.settings import oauth2_settings
+
+if TYPE_CHECKING:
+    from .services import RevocationResult
 
 
 def _refresh_tokens_of_families(families):
@@ -397,13 +401,61 @@ class OfflineTokenFamily(models.Model):
         return f"Offline token family #{self.pk}"
 
 
+class ClientPolicyQuerySet(models.QuerySet):
+    """Bulk writes that can bar a client revoke its offline access, as ``ClientPolicy.save()`` does."""
+
+    def update(self, **kwargs):
+        if "allow_offline_access" not in kwargs:
+            return super().update(**kwargs)
+        with transaction.atomic(using=self.db, savepoint=False):
+            # Fixed (and locked) before the update: the filter may test the very field it
+            # changes, and re-reading it afterwards would find nothing to revoke.
+            pks = list(self.select_for_update().values_list("pk", flat=True))
+            updated = super().update(**kwargs)
+            barred = ClientPolicy.objects.filter(pk__in=pks, allow_offline_access=False)
+            if barred.exists():
+                _bar_clients(barred.values("application_id"))
+            return updated
+
+    def bulk_create(self, objs, *args, **kwargs):
+        with transaction.atomic(using=self.db, savepoint=False):
+            created = super().bulk_create(objs, *args, **kwargs)
+            barred = [policy.application_id for policy in created if not policy.allow_offline_access]
+            if barred:
+                _bar_clients(barred)
+            return created
+
+    # bulk_update() goes through update() above.
+
+
+def _bar_clients(applications, *, actor=None, via: str = ConsentEvent.Via.COMMAND) -> RevocationResult:
+    from . import services  # imported here: services imports this module
+
+    return services.bar_clients(applications, actor=actor, via=via)
+
+
 class ClientPolicy(models.Model):
     """Offline-access rules of one client, overriding the global settings.
 
     A client without a row follows the defaults: it may get offline access, with
     ``OFFLINE_ACCESS["REFRESH_TOKEN_IDLE_TIMEOUT"]`` and
     ``OFFLINE_ACCESS["REFRESH_TOKEN_ABSOLUTE_LIFETIME"]``.
+
+    Saving a policy that bars the client (``allow_offline_access`` off) revokes, in
+    the same transaction, the client's consents in force and every offline token it
+    holds (:func:`offline_access.services.bar_clients`): lifting the bar later
+    revives nothing. ``save()``, ``objects.create()``, ``update()``, ``bulk_create()``
+    and ``bulk_update()`` all do it; only raw SQL bypasses it. Set ``changed_by``
+    (and ``changed_via``, a :class:`ConsentEvent.Via`) before saving to name the
+    acting administrator in the consents' events; the admin does.
     """
+
+    #: Who is saving the policy, for the events a bar writes (not stored here).
+    changed_by: Any = None
+    #: Where it is saved: plain code and shells count as a command.
+    changed_via: str = ConsentEvent.Via.COMMAND
+    #: What the last save() revoked by barring the client (None when it barred nothing).
+    bar_revocation: RevocationResult | None = None
 
     application = models.OneToOneField(
         oauth2_settings.APPLICATION_MODEL,
@@ -433,12 +485,29 @@ class ClientPolicy(models.Model):
         help_text=_("Overrides the global absolute lifetime for this client."),
     )
 
+    objects = ClientPolicyQuerySet.as_manager()
+
     class Meta:
         verbose_name = _("offline access policy")
         verbose_name_plural = _("offline access policies")
 
     def __str__(self) -> str:
         return f"Offline access policy #{self.pk}"
+
+    def save(self, *args, **kwargs) -> None:
+        """Save, and when the client is barred, revoke its offline access in the same transaction."""
+        using = kwargs.get("using") or router.db_for_write(type(self), instance=self)
+        # No savepoint: a failed revocation must undo the bar's transaction as a whole.
+        with transaction.atomic(using=using, savepoint=False):
+            super().save(*args, **kwargs)
+            self.bar_revocation = None
+            update_fields = kwargs.get("update_fields")
+            # A save of other fields only has not written the flag: the row's own value stands.
+            writes_flag = update_fields is None or "allow_offline_access" in update_fields
+            if writes_flag and not self.allow_offline_access:
+                self.bar_revocation = _bar_clients(
+                    [self.application_id], actor=self.changed_by, via=self.changed_via
+                )
 
 
 class ConsentFormUse(models.Model):

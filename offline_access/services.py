@@ -33,6 +33,9 @@ Via = ConsentEvent.Via
 #: The reason recorded on the consent's history when a replayed code revokes its tokens.
 CODE_REPLAY_REASON = "The authorization code was replayed at the token endpoint."
 
+#: The reason recorded on every consent that barring its client ends (SPEC C4).
+CLIENT_BARRED_REASON = "client barred by administrator"
+
 
 @dataclass(frozen=True)
 class RevocationResult:
@@ -199,6 +202,26 @@ def revoke_everything(
             refresh_tokens=result.refresh_tokens + extra.refresh_tokens,
             access_tokens=result.access_tokens + extra.access_tokens,
         )
+
+
+def bar_clients(applications, *, actor=None, via: str = Via.COMMAND) -> RevocationResult:
+    """SPEC C5 for clients barred from offline access (``ClientPolicy.allow_offline_access`` off).
+
+    Revokes the consents in force of ``applications`` (application instances, primary
+    keys or a subquery of them), each with a ``revoked`` event naming the cause, and
+    every refresh and access token of their offline token families, those without a
+    consent too. Lifting the bar later revives nothing: each user consents again
+    (an administrator re-grants enduring consents). Runs whenever a policy is saved
+    barred, so it must stay idempotent: a client already barred has nothing left to
+    revoke and gets no new events.
+    """
+    return revoke_everything(
+        consents=Consent.objects.filter(application__in=applications),
+        families=OfflineTokenFamily.objects.filter(application__in=applications),
+        actor=actor,
+        reason=CLIENT_BARRED_REASON,
+        via=via,
+    )
 
 
 def expire_consent(consent: Consent) -> RevocationResult:
