@@ -174,3 +174,34 @@ def check_logout_keeps_offline_tokens(app_configs, **kwargs):
             )
         ]
     return []
+
+
+#: Cache backends that keep nothing shared between web workers.
+_PER_PROCESS_CACHES = {
+    "django.core.cache.backends.locmem.LocMemCache": "keeps its counts per worker process",
+    "django.core.cache.backends.dummy.DummyCache": "keeps no counts at all, so nothing is ever limited",
+}
+
+
+@register(Tags.security, deploy=True)
+def check_attempt_limit_cache(app_configs, **kwargs):
+    """RFC 8628 5.1: the device page's attempt limit needs a cache every worker shares."""
+    from django.conf import settings as django_settings
+
+    from .conf import settings
+
+    alias = settings.DEVICE_CODE_ATTEMPT_CACHE
+    backend = django_settings.CACHES.get(alias, {}).get("BACKEND", "")
+    problem = _PER_PROCESS_CACHES.get(backend)
+    if problem is None:
+        return []
+    return [
+        Warning(
+            f'The cache "{alias}" that limits device-code guessing ({backend.rsplit(".", 1)[-1]}) '
+            f"{problem}: with several workers an attacker gets more guesses than "
+            'OFFLINE_ACCESS["DEVICE_CODE_ATTEMPTS"].',
+            hint='Point OFFLINE_ACCESS["DEVICE_CODE_ATTEMPT_CACHE"] at a shared cache such as '
+            "django.core.cache.backends.redis.RedisCache, Memcached or the database cache.",
+            id="offline_access.W002",
+        )
+    ]

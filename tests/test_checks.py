@@ -177,6 +177,36 @@ def test_W001_quiet_when_rp_logout_is_off(dot_settings):
     assert checks.check_logout_keeps_offline_tokens(None) == []
 
 
+# W002 -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "backend",
+    ["django.core.cache.backends.locmem.LocMemCache", "django.core.cache.backends.dummy.DummyCache"],
+)
+def test_W002_attempt_limit_cache_not_shared_between_workers(settings, backend):
+    settings.CACHES = {"default": {"BACKEND": backend}}
+    warnings = checks.check_attempt_limit_cache(None)
+    assert ids(warnings) == ["offline_access.W002"]
+    assert "DEVICE_CODE_ATTEMPT_CACHE" in warnings[0].hint
+
+
+def test_W002_quiet_with_a_shared_cache(settings):
+    settings.CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+        "shared": {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "cache"},
+    }
+    settings.OFFLINE_ACCESS = {"DEVICE_CODE_ATTEMPT_CACHE": "shared"}
+    assert checks.check_attempt_limit_cache(None) == []
+
+
+def test_W002_runs_only_with_deploy(settings):
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    call_command("check", "--fail-level", "WARNING", stdout=StringIO(), stderr=StringIO())
+    with pytest.raises(SystemCheckError, match=r"offline_access\.W002"):
+        call_command("check", "--deploy", "--fail-level", "WARNING", stdout=StringIO(), stderr=StringIO())
+
+
 # Registration -------------------------------------------------------------------------------
 
 
