@@ -129,6 +129,9 @@ X_FRAME_OPTIONS = "DENY"
 EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
 DEFAULT_FROM_EMAIL = "offline-access-demo@example.com"
 
+# Django's database sessions, minus a 500 on PostgreSQL for a cookie holding a NUL byte.
+SESSION_ENGINE = "example_project.sessions"
+
 LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/"
 

@@ -896,3 +896,27 @@ def test_odd_session_cookie_is_anonymous_not_500(rest_world, session_key):
         response = client.post(url, {}, format="json") if endpoint in API_BODY_FIELDS else client.get(url)
         expected = 401 if endpoint.startswith("my-") else 403
         assert response.status_code == expected, (endpoint, response.status_code)
+
+
+# The whole site: a session cookie is a header too ------------------------------------------
+
+SITE_PAGES = [
+    "/",
+    "/admin/",
+    "/accounts/login/",
+    "/o/connected-apps/",
+    "/o/device/",
+    "/o/authorize/?client_id=x",
+]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("session_key", ["\x00" * 32, "abcdefgh\x00", "\xe9" * 32])
+@pytest.mark.parametrize("path", SITE_PAGES)
+def test_odd_session_cookie_is_no_session_on_every_page(path, session_key):
+    """On PostgreSQL Django's database sessions answered a NUL in the cookie with a 500."""
+    client = Client()
+    client.cookies[settings.SESSION_COOKIE_NAME] = session_key
+    response = client.get(path)
+    assert response.status_code < 500, (path, response.status_code)
+    assert not response.wsgi_request.user.is_authenticated
