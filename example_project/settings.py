@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import dj_database_url
 import django
@@ -83,7 +84,7 @@ TEMPLATES = [
 ]
 
 _database_url = os.environ.get("DATABASE_URL", "").strip()
-DATABASES = {
+DATABASES: dict[str, Any] = {
     "default": (
         dj_database_url.parse(_database_url)
         if _database_url
@@ -99,7 +100,7 @@ DATABASES = {
 # and waiters queue for up to 20 s (busy timeout) instead of failing; WAL lets
 # readers go on while one transaction writes. Tests use an in-memory database,
 # where SQLite ignores WAL (the pragma answers "memory").
-SQLITE_OPTIONS: dict[str, object] = {"timeout": 20}
+SQLITE_OPTIONS: dict[str, Any] = {"timeout": 20}
 if django.VERSION >= (5, 1):  # both options arrived in Django 5.1
     SQLITE_OPTIONS |= {"init_command": "PRAGMA journal_mode=WAL", "transaction_mode": "IMMEDIATE"}
 # On Django 4.2, example_project/demo/apps.py switches the file to WAL instead, and

@@ -21,6 +21,7 @@ import base64
 import binascii
 from collections.abc import Callable, Iterable
 from functools import wraps
+from typing import TypeVar
 from urllib.parse import unquote_plus
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -29,6 +30,8 @@ from django.views.decorators.debug import sensitive_variables
 View = Callable[..., HttpResponse]
 
 _NUL_BYTES = "Parameters must not contain NUL bytes."
+
+_Response = TypeVar("_Response", bound=HttpResponse)
 
 
 def has_nul_byte(request: HttpRequest) -> bool:
@@ -54,7 +57,7 @@ def oauth_error(
     return forbid_caching(response)
 
 
-def forbid_caching(response: HttpResponse) -> HttpResponse:
+def forbid_caching(response: _Response) -> _Response:
     """RFC 6749 5.1: answers carrying tokens (or errors about them) are never cached.
 
     ``no-store`` replaces whatever the view set: it is the only directive that

@@ -213,7 +213,9 @@ class Consent(models.Model):
         if self._state.adding and self.application_id is not None and not self.client_id:
             # The audit keeps naming the client after it is deleted. Only a new row
             # reads the application: a renewal must not cost a query for it.
-            self.client_id, self.client_name = self.application.client_id, self.application.name
+            application = self.application
+            assert application is not None
+            self.client_id, self.client_name = application.client_id, application.name
         super().save(*args, **kwargs)
 
     @property

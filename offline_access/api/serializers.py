@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib.auth import get_user_model
 from django.core.validators import ProhibitNullCharactersValidator
 from django.utils import timezone
@@ -107,7 +109,7 @@ class ClientField(StorableSlugField):
         super().__init__(slug_field="client_id", queryset=get_application_model().objects.all(), **kwargs)
 
 
-def _one_of(choices) -> dict[str, str]:
+def _one_of(choices) -> dict[str, Any]:
     return {"invalid_choice": f"Choose one of: {', '.join(choices)}."}
 
 

@@ -70,7 +70,7 @@ class RevokeView(Base):
     response_status = 200
 
 
-class StaffOnly:
+class StaffOnly(Base):
     """For the staff endpoints: a signed-in staff session only, with the model permissions.
 
     The bearer authentication stays in the list so that a token is recognised and
@@ -81,8 +81,8 @@ class StaffOnly:
 
     permission_classes = [StaffSession, HasModelPermission]
 
-    def get_authenticate_header(self, request) -> None:
-        return None
+    def get_authenticate_header(self, request) -> str:
+        return ""  # DRF answers 403 when there is no challenge
 
 
 def _result(result) -> Response:
@@ -169,7 +169,7 @@ class RevokeMyDevice(RevokeView):
 # Staff ------------------------------------------------------------------------------
 
 
-class ConsentList(StaffOnly, Base, generics.ListAPIView):
+class ConsentList(StaffOnly, generics.ListAPIView):
     """All consents. Filters: ``user`` (username), ``application`` (client ID), ``kind``, ``state``."""
 
     required_permissions = {"GET": VIEW_CONSENT}
@@ -194,7 +194,7 @@ class ConsentList(StaffOnly, Base, generics.ListAPIView):
         return consents
 
 
-class GrantEnduringConsent(StaffOnly, Base):
+class GrantEnduringConsent(StaffOnly):
     """Record (or renew: 200) an enduring consent for a user and application (SPEC C3)."""
 
     request_serializer = serializers.EnduringConsentRequestSerializer
