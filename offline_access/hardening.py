@@ -25,6 +25,7 @@ from typing import TypeVar
 from urllib.parse import unquote_plus
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views.debug import SafeExceptionReporterFilter
 from django.views.decorators.debug import sensitive_variables
 
 View = Callable[..., HttpResponse]
@@ -194,8 +195,10 @@ def hide_from_error_reports(*fields: str) -> Callable[[View], View]:
     - Local variables of every frame inside the view (DOT and oauthlib hold the raw
       body, the headers and the tokens in them): ``sensitive_variables()`` stars all.
 
-    ``HTTP_AUTHORIZATION`` needs nothing here: Django's report filter hides every
-    META key matching ``AUTH``.
+    - The Authorization header (HTTP Basic client credentials, a bearer token):
+      Django 5.0+ hides every META key matching ``AUTH``, Django 4.2 does not, so
+      when the view raises, the header is starred in ``request.META`` before the
+      report is built.
     """
 
     def decorator(view: View) -> View:
@@ -206,6 +209,10 @@ def hide_from_error_reports(*fields: str) -> Callable[[View], View]:
             request.sensitive_post_parameters = _merge_sensitive(request, fields)
             try:
                 return hidden_view(request, *args, **kwargs)
+            except BaseException:
+                if "HTTP_AUTHORIZATION" in request.META:
+                    request.META["HTTP_AUTHORIZATION"] = SafeExceptionReporterFilter.cleansed_substitute
+                raise
             finally:
                 request.sensitive_post_parameters = _merge_sensitive(request, fields)
 
