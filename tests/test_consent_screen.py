@@ -19,10 +19,13 @@ import pytest
 from django.conf import settings
 from django.template.base import Lexer, TokenType
 from django.template.loader import get_template
-from django.test import override_settings
+from django.test import Client, override_settings
 from django.utils import translation
+from oauth2_provider.models import get_grant_model
 
-from .oauth import authorize_url
+from offline_access.models import Consent
+
+from .oauth import authorize_url, consent_form_data, redirect_params
 
 SCOPE_DESCRIPTIONS = settings.OAUTH2_PROVIDER["SCOPES"]
 NOTICE_TITLE = "Access while you are away"
@@ -363,3 +366,18 @@ def test_screen_is_translated_when_the_site_has_a_catalog(browser, application, 
     assert "Accès en votre absence" in page.text
     assert f"{application.name} garde cet accès même hors ligne." in page.text
     assert NOTICE_TEXT not in page.text
+
+
+def test_consent_post_without_the_csrf_token_is_refused(user, application):
+    """A cross-site page cannot make a signed-in user's browser click Allow (CSRF)."""
+    browser = Client(enforce_csrf_checks=True)
+    browser.force_login(user)
+    url = authorize_url(application, prompt="consent")
+    data = {**consent_form_data(browser.get(url)), "decision": "allow"}
+
+    assert browser.post(url, data).status_code == 403
+    assert not Consent.objects.exists()
+    assert not get_grant_model().objects.exists()
+
+    data["csrfmiddlewaretoken"] = browser.cookies[settings.CSRF_COOKIE_NAME].value
+    assert "code" in redirect_params(browser.post(url, data))
