@@ -14,6 +14,7 @@ from datetime import timedelta
 from unittest import mock
 from urllib.parse import urlencode
 
+import django
 import pytest
 from django.core import mail
 from django.core.signals import got_request_exception
@@ -359,8 +360,11 @@ CONTENT_TYPES = [
     "application/x-www-form-urlencoded; charset=bogus",
     "application/x-www-form-urlencoded; charset=utf-16",
     "\u20ac/\u2603",
-    "x" * HUGE,
 ]
+# Django 6.0 refuses a Content-Type over 10,000 characters while it builds the request,
+# before any middleware or view runs (a ValueError in WSGIRequest): out of the app's reach.
+if django.VERSION < (6, 0):
+    CONTENT_TYPES.append("x" * HUGE)
 
 
 @pytest.mark.parametrize("url", ["/o/token/", "/o/revoke_token/", "/o/introspect/", "/o/userinfo/"])
