@@ -65,12 +65,28 @@ HTTP_TIMEOUT = 20
 # Clients ----------------------------------------------------------------------------------
 
 
-def post(url: str, data: dict, session: requests.Session | None = None) -> requests.Response:
-    # One connection per request: no keep-alive thread of the live server outlives the test.
-    sender = session or requests
-    return sender.post(
-        url, data=data, headers={"Connection": "close"}, timeout=HTTP_TIMEOUT, allow_redirects=False
+def http(
+    method: str, url: str, data: dict | None = None, browser: Browser | None = None
+) -> requests.Response:
+    # A new connection for every request, closed after it: a pooled keep-alive
+    # connection the server has just closed would make a POST fail (it is not
+    # retried), and no request thread of the live server outlives the test.
+    response = requests.request(
+        method,
+        url,
+        data=data,
+        cookies=browser.cookies if browser else None,
+        headers={"Connection": "close"},
+        timeout=HTTP_TIMEOUT,
+        allow_redirects=False,
     )
+    if browser is not None:
+        browser.cookies.update(response.cookies)
+    return response
+
+
+def post(url: str, data: dict, browser: Browser | None = None) -> requests.Response:
+    return http("POST", url, data, browser)
 
 
 def refresh_over_http(base_url: str, application, refresh_token: str) -> requests.Response:
@@ -97,7 +113,8 @@ def race(*targets, timeout: float = 30) -> list:
             connections.close_all()
 
     threads = [
-        threading.Thread(target=run, args=(target, outcome)) for target, outcome in zip(targets, outcomes)
+        threading.Thread(target=run, args=(target, outcome))
+        for target, outcome in zip(targets, outcomes, strict=True)
     ]
     for thread in threads:
         thread.start()
@@ -148,15 +165,17 @@ def hidden_inputs(html: str) -> dict[str, str]:
     return parser.values
 
 
-def browser_session(base_url: str, user) -> requests.Session:
-    """A real browser session of ``user`` (its own session cookie) for the live server."""
-    client = Client()
-    client.force_login(user)
-    session = requests.Session()
-    session.cookies.set(
-        django_settings.SESSION_COOKIE_NAME, client.cookies[django_settings.SESSION_COOKIE_NAME].value
-    )
-    return session
+class Browser:
+    """A real browser session of one user against the live server: just its cookies."""
+
+    def __init__(self, user):
+        client = Client()
+        client.force_login(user)
+        name = django_settings.SESSION_COOKIE_NAME
+        self.cookies = requests.cookies.cookiejar_from_dict({name: client.cookies[name].value})
+
+    def get(self, url: str) -> requests.Response:
+        return http("GET", url, browser=self)
 
 
 def offline_tokens(browser: Client, application) -> dict:
@@ -210,7 +229,9 @@ def test_parallel_refreshes_within_the_grace_period_get_one_successor(live_serve
     assert django_settings.OAUTH2_PROVIDER["REFRESH_TOKEN_GRACE_PERIOD_SECONDS"] == 30
     token = offline_tokens(browser, application)["refresh_token"]
     for _ in range(REFRESH_ROUNDS):
-        responses = race(*[lambda: refresh_over_http(live_server.url, application, token)] * RACERS)
+        responses = race(
+            *[lambda token=token: refresh_over_http(live_server.url, application, token)] * RACERS
+        )
         answers = [answer(response) for response in responses]
 
         assert [status for status, _body in answers] == [200] * RACERS
@@ -239,10 +260,20 @@ def test_parallel_refreshes_without_a_grace_period(live_server, browser, applica
     once any racer was refused.
     """
     dot_settings(REFRESH_TOKEN_GRACE_PERIOD_SECONDS=0)
+    replays = 0
     for _ in range(REFRESH_ROUNDS):
         token = offline_tokens(browser, application)["refresh_token"]
         family = OfflineTokenFamily.objects.order_by("-pk")[:1]
-        responses = race(*[lambda: refresh_over_http(live_server.url, application, token)] * RACERS)
+        # Staggered by up to 140 ms, so that some racers usually arrive after the rotation.
+        responses = race(
+            *[
+                lambda token=token, delay=0.02 * racer: (
+                    time.sleep(delay),
+                    refresh_over_http(live_server.url, application, token),
+                )[1]
+                for racer in range(RACERS)
+            ]
+        )
         answers = [answer(response) for response in responses]
 
         succeeded = [body for status, body in answers if status == 200]
@@ -250,11 +281,15 @@ def test_parallel_refreshes_without_a_grace_period(live_server, browser, applica
         assert len({(body["access_token"], body["refresh_token"]) for body in succeeded}) == 1
         live_refresh, live_access = live_tokens(families=family)
         if len(succeeded) < RACERS:
+            replays += 1
             assert (live_refresh, live_access) == (0, 0), "a replay outside the grace period left tokens"
         else:
             assert (live_refresh, live_access) == (1, 1)
+        # Presenting the rotated token once more is a replay: the family ends.
         assert answer(refresh_over_http(live_server.url, application, token))[0] == 400
+        assert live_tokens(families=family) == (0, 0)
     assert OfflineTokenFamily.objects.count() == REFRESH_ROUNDS
+    print(f"grace period 0: a racer replayed the rotated token in {replays}/{REFRESH_ROUNDS} rounds")
 
 
 # 2. A revocation racing refreshes --------------------------------------------------------
@@ -282,15 +317,15 @@ def test_revocation_racing_refreshes_leaves_no_live_token(live_server, user, bro
         start = offline_tokens(browser, application)["refresh_token"]
         consent = Consent.objects.get(user=user, application=application, status=Consent.Status.ACTIVE)
         families = OfflineTokenFamily.objects.filter(consent=consent)
-        session = browser_session(live_server.url, user)
+        session = Browser(user)
         confirm_url = f"{live_server.url}/o/connected-apps/{consent.pk}/revoke/"
-        page = session.get(confirm_url, headers={"Connection": "close"}, timeout=HTTP_TIMEOUT)
+        page = session.get(confirm_url)
         assert page.status_code == 200, page.text[:300]
         form = hidden_inputs(page.text)
 
         def revoke(session=session, confirm_url=confirm_url, form=form, trial=trial):
             time.sleep(0.005 * (trial % 6))  # land at different points of the chains
-            return post(confirm_url, form, session=session).status_code
+            return post(confirm_url, form, session).status_code
 
         seen, cut_short = _revocation_race(live_server, application, user, start, revoke)
         interleaved += cut_short
@@ -314,13 +349,13 @@ def test_two_approvals_at_once_leave_one_active_consent(live_server, application
         url = live_server.url + authorize_url(application, prompt="consent")
         forms = []
         for _ in range(2):
-            session = browser_session(live_server.url, user)
-            page = session.get(url, headers={"Connection": "close"}, timeout=HTTP_TIMEOUT)
+            session = Browser(user)
+            page = session.get(url)
             assert page.status_code == 200, page.text[:300]
             forms.append((session, {**hidden_inputs(page.text), "decision": "allow"}))
 
         responses = race(
-            *[lambda session=session, data=data: post(url, data, session=session) for session, data in forms]
+            *[lambda s=session, data=data, url=url: post(url, data, s) for session, data in forms]
         )
 
         for response in responses:
