@@ -576,11 +576,7 @@ def _revoke_families(
     refresh_model = get_refresh_token_model()
     access_model = get_access_token_model()
     family_refresh_tokens = refresh_model.objects.filter(token_family__in=families.values("token_family"))
-    # Wait for rotations in flight: DOT holds the lock on the refresh token it
-    # rotates until it commits the new pair. Each statement below then starts
-    # after that commit and sees the new tokens (PostgreSQL's READ COMMITTED takes
-    # a snapshot per statement); without the wait they would escape revocation.
-    list(family_refresh_tokens.filter(revoked__isnull=True).select_for_update().values_list("pk", flat=True))
+    live_refresh_tokens = family_refresh_tokens.filter(revoked__isnull=True)
     if signals.offline_tokens_revoked.has_listeners(OfflineTokenFamily):
         revoked_families = list(families.live())  # one more query, only with receivers
         signals.send_after_commit(
@@ -591,6 +587,23 @@ def _revoke_families(
             reason=reason,
             via=via,
         )
+    # Refresh tokens first, and until none is left. DOT's rotation locks the refresh
+    # token it presents, then that token's access tokens; taking the locks in the
+    # same order means a rotation in flight can never wait on a lock held here while
+    # this waits on it (PostgreSQL reported that deadlock when the access tokens were
+    # expired first: a 500 at the connected-apps page, a password change rolled back).
+    # An UPDATE that waited for a rotation skips the token it rotated and cannot see
+    # the successor it committed (READ COMMITTED takes a snapshot per statement), so
+    # the check runs again until it finds nothing unrevoked. From then on every
+    # refresh token of these families that was live is locked by this transaction: a rotation
+    # still to come waits for the commit and then finds its token revoked (the
+    # validator refuses it), and the access-token statements below see every token
+    # minted before. Usually two statements: the UPDATE and an EXISTS that is False.
+    refresh_tokens = 0
+    while True:
+        refresh_tokens += live_refresh_tokens.update(revoked=now, updated=now)
+        if not live_refresh_tokens.exists():
+            break
     live_access_tokens = access_model.objects.filter(expires__gt=now)
     # Two statements rather than one with OR: each then joins through an index.
     access_tokens = live_access_tokens.filter(pk__in=family_refresh_tokens.values("access_token_id")).update(
@@ -599,6 +612,5 @@ def _revoke_families(
     access_tokens += live_access_tokens.filter(
         source_refresh_token__in=family_refresh_tokens.values("pk")
     ).update(expires=now)
-    refresh_tokens = family_refresh_tokens.filter(revoked__isnull=True).update(revoked=now, updated=now)
     families.filter(ended_at__isnull=True).update(ended_at=now)
     return RevocationResult(0, refresh_tokens, access_tokens)

@@ -298,3 +298,67 @@ def test_P3_same_consent_form_posted_concurrently_gets_one_code(user, applicatio
     assert get_grant_model().objects.count() == 1
     assert Consent.objects.count() == 1
     assert ConsentEvent.objects.count() == 1
+
+
+def test_C5_revocation_and_a_rotation_of_a_token_minted_meanwhile_do_not_deadlock(
+    browser, application, monkeypatch
+):
+    """The interleaving behind the deadlocks tests/test_concurrency_live.py found (issue 9).
+
+    A rotation R0 is in flight when the revocation starts, so the revocation's first
+    look at the family cannot see R0's successor. A second rotation R1 of that
+    successor then holds its refresh token while the revocation works on the
+    family. The revocation used to expire the access tokens first: it held R1's
+    access token and waited for R1's refresh token while R1 waited to delete that
+    access token (PostgreSQL: deadlock detected, one side fails with a 500).
+    """
+    from offline_access import signals
+
+    api = Client()
+    issued = exchange_code(api, application, get_code(browser, application, prompt="consent")).json()
+    r0_holds_lock, r0_go, r1_holds_lock = threading.Event(), threading.Event(), threading.Event()
+    original_create = OfflineAccessValidator._create_access_token
+
+    def rotation_held(self, expires, request, token, source_refresh_token=None):
+        if source_refresh_token is not None and not r0_go.is_set():
+            r0_holds_lock.set()
+            assert r0_go.wait(timeout=10)
+        return original_create(self, expires, request, token, source_refresh_token)
+
+    monkeypatch.setattr(OfflineAccessValidator, "_create_access_token", rotation_held)
+    has_listeners = signals.offline_tokens_revoked.has_listeners
+
+    def revocation_waits_for_r1(sender=None):
+        # Called by the revocation between its first look at the family and its writes.
+        assert r1_holds_lock.wait(timeout=10)
+        return has_listeners(sender)
+
+    monkeypatch.setattr(signals.offline_tokens_revoked, "has_listeners", revocation_waits_for_r1)
+
+    r0 = in_thread(lambda: refresh(Client(), application, issued["refresh_token"]))
+    assert r0_holds_lock.wait(timeout=10)
+    revoking = in_thread(
+        lambda: services.revoke_consents(Consent.objects.all(), via=ConsentEvent.Via.COMMAND)
+    )
+    threading.Event().wait(0.3)  # the revocation starts while R0 holds its lock
+    r0_go.set()
+    successor = finish(*r0)
+    assert successor.status_code == 200, successor.content
+
+    original_revoke = RefreshToken.revoke
+
+    def r1_holds_the_successor(self):
+        # DOT locked the presented refresh token; its access token is deleted next.
+        r1_holds_lock.set()
+        threading.Event().wait(0.5)  # the revocation reaches the family's tokens meanwhile
+        return original_revoke(self)
+
+    monkeypatch.setattr(RefreshToken, "revoke", r1_holds_the_successor)
+    r1 = in_thread(lambda: refresh(Client(), application, successor.json()["refresh_token"]))
+    r1_answer = finish(*r1)
+    result = finish(*revoking)
+
+    assert r1_answer.status_code in (200, 400), r1_answer.content
+    assert result.consents == 1
+    assert not RefreshToken.objects.filter(revoked__isnull=True).exists()
+    assert not AccessToken.objects.filter(expires__gt=timezone.now()).exists()

@@ -557,3 +557,33 @@ def test_refused_query_token_at_userinfo_is_not_cacheable(api, issued):
     response = api.get(f"/o/userinfo/?access_token={issued['access_token']}")
     assert response.status_code == 400
     assert_not_cacheable(response)
+
+
+# A token answer whose access token is gone before the view finishes (issue 9) ---------
+
+
+def test_refresh_answer_whose_access_token_was_rotated_away_is_not_a_500(browser, api, application):
+    """Found by tests/test_concurrency_live.py: DOT re-reads the access token it issued.
+
+    Parallel refreshes with a grace period: a racer is answered with the pair another
+    request minted, and before DOT's view re-reads that access token (for its
+    ``app_authorized`` signal), a client already rotated the pair, which deletes
+    it. DOT's ``get()`` then raised DoesNotExist: a 500. The racer gets its answer.
+    """
+    from oauth2_provider.models import get_access_token_model
+    from oauth2_provider.views.mixins import OAuthLibMixin
+
+    issued = exchange_code(api, application, get_code(browser, application, prompt="consent")).json()
+    original = OAuthLibMixin.create_token_response
+
+    def rotated_away_meanwhile(self, request):
+        answer = original(self, request)
+        get_access_token_model().objects.all().delete()  # the concurrent rotation
+        return answer
+
+    with mock.patch.object(OAuthLibMixin, "create_token_response", rotated_away_meanwhile):
+        response = refresh(api, application, issued["refresh_token"])
+
+    assert response.status_code == 200, response.content
+    assert response["Cache-Control"] == "no-store"
+    assert response.json()["refresh_token"] != issued["refresh_token"]
