@@ -25,7 +25,7 @@ Invariant checked on every example:
   remains and refreshing the issued one gets ``invalid_grant``.
 
 Settings: ``deadline=None``, ``print_blob=True``, ``max_examples`` from
-``HYPOTHESIS_MAX_EXAMPLES`` (default 100), plus the fixed ``CORNERS`` (the edge of each
+``HYPOTHESIS_MAX_EXAMPLES`` (default 200), plus the fixed ``CORNERS`` (the edge of each
 rule) on every run. Under CI (``CI`` set) or tox (``TOX_ENV_NAME`` set) the run is
 derandomized: the same examples every run, so a CI failure reproduces anywhere with the
 same command. Elsewhere examples are random and a failing one is saved in ``.hypothesis/``
@@ -124,7 +124,7 @@ REVOCATION_EVENTS = ("bar", "deactivate", "password_change")
 DETERMINISTIC = bool(os.environ.get("CI") or os.environ.get("TOX_ENV_NAME"))
 
 PROPERTY_SETTINGS = settings(
-    max_examples=int(os.environ.get("HYPOTHESIS_MAX_EXAMPLES", "100")),
+    max_examples=int(os.environ.get("HYPOTHESIS_MAX_EXAMPLES", "200")),
     deadline=None,  # one example is a dozen requests; PostgreSQL and a busy machine vary
     print_blob=True,
     derandomize=DETERMINISTIC,
@@ -574,7 +574,10 @@ def check_scenario(s: Scenario) -> None:
         # Only a flow that never showed the screen may end in a code (skip/auto approval).
         assert _prompt_values(s.prompt) is not None and "consent" not in _prompt_values(s.prompt)
     # No refresh token ever travels through the browser (OIDC Core 11, hybrid and implicit).
-    assert "refresh_token" not in (outcome.front_channel or {})
+    front_channel = outcome.front_channel or {}
+    assert "refresh_token" not in front_channel
+    if "access_token" in front_channel:  # hybrid and implicit: a token the browser sees is not offline
+        assert OFFLINE not in front_channel.get("scope", "").split(), front_channel
 
     body = outcome.token_response
     assert (body is not None) == want.tokens, (body, want)
@@ -590,11 +593,13 @@ def check_scenario(s: Scenario) -> None:
         assert Consent.objects.active().filter(user=user, application=application).exists()
 
     refresh_token = body["refresh_token"] if issued else None
+    seen = [refresh_token] if refresh_token else []  # every refresh token the client ever held
     api = Client()
     if refresh_token and s.after_refresh == "keep":
         response = _checked(refresh(api, application, refresh_token))
         assert response.status_code == 200, response.content
         refresh_token = response.json()["refresh_token"]
+        seen.append(refresh_token)
         assert live_refresh_tokens(user, application) == 1
     elif refresh_token and s.after_refresh == "narrow":
         narrowed = [scope for scope in body["scope"].split() if scope != OFFLINE]
@@ -608,8 +613,10 @@ def check_scenario(s: Scenario) -> None:
     end_with(s.end_event, user, application)
     if s.end_event in REVOCATION_EVENTS:
         assert live_refresh_tokens(user, application) == 0
-        if refresh_token:
-            response = _checked(refresh(api, application, refresh_token))
+        # The latest token and its rotated predecessor (within the grace period a retry
+        # with it would otherwise return the pair): all refused.
+        for held in reversed(seen):
+            response = _checked(refresh(api, application, held))
             assert response.status_code == 400, response.content
             assert response.json()["error"] == "invalid_grant"
     elif refresh_token:
@@ -640,3 +647,56 @@ def test_issuance_policy_holds_for_every_scenario(scenario: Scenario) -> None:
             raise _Rollback
     except _Rollback:
         pass
+
+
+# Regressions the property found -------------------------------------------------------------
+#
+# Requesting ``offline_access`` alone, where the policy drops it, left an empty scope list:
+# oauthlib then falls back to the ``scope`` of the request URI (the authorization URL,
+# also on the consent form's POST), which is ``offline_access`` again. The code carried
+# the scope the screen had not shown, and with an earlier interactive consent still
+# active its exchange returned a refresh token without prompt=consent (SPEC P2, P3).
+
+
+def _offline_alone(browser: Client, application, **params) -> dict[str, str]:
+    url = authorize_url(application, scope=OFFLINE, **params)
+    response = browser.get(url)
+    if response.status_code == 200:
+        assert response.context["offline_access"] is False  # the screen announces no offline access
+        response = browser.post(
+            url, {"request": response.context["form"].initial["request"], "decision": "allow"}
+        )
+    params = _redirect_to_client(response, application)
+    assert params is not None and "code" in params, response
+    return params
+
+
+@pytest.mark.django_db
+def test_P2_offline_access_alone_without_prompt_consent_gets_no_refresh_token_despite_a_past_consent():
+    user = factories.UserFactory(username=USERNAME)
+    application = factories.ApplicationFactory()
+    factories.ConsentFactory(user=user, application=application)  # an earlier prompt=consent approval
+    browser = Client()
+    browser.force_login(user)
+
+    params = _offline_alone(browser, application)
+
+    assert OFFLINE not in Grant.objects.get().scope.split()
+    body = exchange_code(Client(), application, params["code"]).json()
+    assert "refresh_token" not in body, body
+    assert OFFLINE not in body["scope"].split()
+    assert live_refresh_tokens(user, application) == 0
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("skip_authorization", [False, True])
+def test_P3_a_dropped_offline_access_does_not_come_back_from_the_query_string(skip_authorization):
+    """Also without any consent: the code must not carry a scope the user was not shown."""
+    user = factories.UserFactory(username=USERNAME)
+    application = factories.ApplicationFactory(skip_authorization=skip_authorization)
+    browser = Client()
+    browser.force_login(user)
+
+    _offline_alone(browser, application)
+
+    assert Grant.objects.get().scope.split() == ["openid"]  # DOT's answer to no scope: the defaults
