@@ -244,6 +244,13 @@ CORNERS = (
     corner(form_attack="replay", decision="deny"),
     corner(scopes=(OFFLINE,)),
     corner(scopes=()),
+    # Found by the property: offline_access alone, dropped, came back from the query string.
+    corner(scopes=(OFFLINE,), prompt=None, consent="interactive_active"),
+    corner(scopes=(OFFLINE,), prompt=None, skip_authorization=True, consent="interactive_active"),
+    corner(scopes=(OFFLINE,), flow="hybrid", response_type="code token", prompt=None),
+    corner(scopes=(OFFLINE,), flow="device", client_policy="barred_first"),
+    corner(scopes=(OFFLINE,), flow="password", client_policy="barred_first", consent="enduring_active"),
+    corner(scopes=(OFFLINE,), flow="client_credentials"),
     corner(flow="hybrid", response_type="code id_token token"),  # OIDC Core 11: via the code only
     corner(flow="hybrid", response_type="code token", prompt=None, consent="enduring_active"),
     corner(flow="implicit", response_type="id_token token"),
@@ -700,3 +707,23 @@ def test_P3_a_dropped_offline_access_does_not_come_back_from_the_query_string(sk
     _offline_alone(browser, application)
 
     assert Grant.objects.get().scope.split() == ["openid"]  # DOT's answer to no scope: the defaults
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("skip_authorization", [False, True])
+def test_P3_nothing_left_to_grant_is_invalid_scope_not_the_query_strings_scope(settings, skip_authorization):
+    """A site whose only default scope is offline_access: nothing remains once it is dropped."""
+    settings.OAUTH2_PROVIDER = {**settings.OAUTH2_PROVIDER, "DEFAULT_SCOPES": [OFFLINE]}
+    user = factories.UserFactory(username=USERNAME)
+    application = factories.ApplicationFactory(skip_authorization=skip_authorization)
+    browser = Client()
+    browser.force_login(user)
+    url = authorize_url(application, scope=OFFLINE)
+    response = browser.get(url)
+    if response.status_code == 200:
+        signed = response.context["form"].initial["request"]
+        response = browser.post(url, {"request": signed, "decision": "allow"})
+
+    params = _redirect_to_client(response, application)
+    assert params is not None and params.get("error") == "invalid_scope", response
+    assert not Grant.objects.exists()
