@@ -28,7 +28,7 @@ from oauth2_provider.oauth2_validators import is_valid_resource_uri
 from oauth2_provider.scopes import get_scopes_backend
 from oauth2_provider.settings import oauth2_settings
 from oauth2_provider.views import AuthorizationView, ConnectDiscoveryInfoView, OAuthServerMetadataView
-from oauthlib.oauth2.rfc6749.errors import CustomOAuth2Error, InvalidRequestError
+from oauthlib.oauth2.rfc6749.errors import CustomOAuth2Error, InvalidRequestError, InvalidScopeError
 from oauthlib.openid.connect.core.exceptions import ConsentRequired
 
 from . import OFFLINE_ACCESS_SCOPE, policy, services
@@ -130,6 +130,16 @@ class OfflineAccessAuthorizationView(AuthorizationView):
             client_may_have_offline_access=client_may_have_offline_access(application, self.request),
             has_enduring_consent=OFFLINE_ACCESS_SCOPE in scopes and self._has_enduring_consent(application),
         )
+        if not scopes:
+            # Only offline_access was asked for, and it was dropped. Given no scopes,
+            # oauthlib would take the request URI's ``scope`` again (offline_access,
+            # the scope just dropped, also on the form's POST): grant what DOT grants
+            # a request naming no scope, its defaults, and show them on the screen.
+            scopes = tuple(
+                policy.without_offline_access(
+                    get_scopes_backend().get_default_scopes(application=application, request=request)
+                )
+            )
         action = policy.authorization_action(
             prompt=prompt,
             already_approved="consent" not in prompt and self._already_approved(application, scopes),
@@ -250,6 +260,12 @@ class OfflineAccessAuthorizationView(AuthorizationView):
 
     def _create_code(self, scopes, credentials, *, allow: bool = True) -> str:
         """Have DOT create the code (and any front-channel token); the redirect URI to answer with."""
+        if allow and not scopes:
+            # oauthlib would fall back to the request URI's scope: never grant what was not shown.
+            raise OAuthToolkitError(
+                error=InvalidScopeError(state=credentials.get("state")),
+                redirect_uri=credentials["redirect_uri"],
+            )
         credentials = dict(credentials)
         if isinstance(credentials.get("claims"), dict):
             credentials["claims"] = json.dumps(credentials["claims"])
