@@ -37,8 +37,8 @@ Reproducing a failure: the failure report prints the falsifying ``Scenario(...)`
 replayed first), or add the printed ``Scenario(...)`` to ``CORNERS`` to keep it as a
 regression. The same derandomized examples as CI, and a longer local hunt::
 
-    CI=1 /work/venv/bin/python -m pytest -q -p no:cacheprovider tests/test_policy_properties.py
-    HYPOTHESIS_MAX_EXAMPLES=2000 /work/venv/bin/python -m pytest -q tests/test_policy_properties.py
+    CI=1 .venv-tox/bin/tox -e py311-dj52-sqlite -- tests/test_policy_properties.py
+    HYPOTHESIS_MAX_EXAMPLES=2000 python -m pytest -q tests/test_policy_properties.py
 
 Each example runs inside ``transaction.atomic()`` rolled back at its end (and with the
 cache cleared), so examples do not see each other's rows.
