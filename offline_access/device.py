@@ -8,11 +8,13 @@ the user-code approval page the consent screen.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 
 from django import forms
 from django.contrib.auth.mixins import LoginRequiredMixin
-from django.http import HttpResponseBadRequest, JsonResponse
+from django.db import transaction
+from django.http import HttpResponse, HttpResponseBadRequest, JsonResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 from django.utils.decorators import method_decorator
@@ -20,18 +22,21 @@ from django.utils.translation import gettext_lazy as _
 from django.views.decorators.cache import never_cache
 from django.views.decorators.clickjacking import xframe_options_deny
 from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.debug import sensitive_post_parameters
 from django.views.generic import FormView
 from oauth2_provider.compat import login_not_required
 from oauth2_provider.models import (
     DeviceCodeResponse,
+    get_access_token_model,
     get_application_model,
     get_device_grant_model,
 )
 from oauth2_provider.scopes import get_scopes_backend
+from oauth2_provider.signals import app_authorized
 from oauth2_provider.views import TokenView
 from oauth2_provider.views.device import DeviceAuthorizationView, DeviceGrantStatusView, DeviceUserCodeView
 
-from . import OFFLINE_ACCESS_SCOPE, policy, ratelimit, services
+from . import OFFLINE_ACCESS_SCOPE, policy, ratelimit, services, token_storage
 from .conf import settings
 from .forms import DeviceDecisionForm
 from .validators import DEVICE_CODE_GRANT, client_may_have_offline_access
@@ -45,7 +50,22 @@ class OfflineAccessDeviceAuthorizationView(DeviceAuthorizationView):
     The response keeps only the fields RFC 8628 section 3.2 defines.
     """
 
+    @method_decorator(transaction.atomic)
     def post(self, request, *args, **kwargs):
+        """RFC 8628 3.1-3.2, with the device code stored as its keyed hash (issue 9).
+
+        DOT saves the grant with the plaintext code; the UPDATE right after, in
+        the same transaction, replaces it before anything is committed.
+        """
+        response = self._post(request, *args, **kwargs)
+        if response.status_code == 200:
+            device_code = json.loads(response.content)["device_code"]
+            get_device_grant_model().objects.filter(device_code=device_code).update(
+                device_code=token_storage.stored_value(device_code)
+            )
+        return response
+
+    def _post(self, request, *args, **kwargs):
         if not request.POST.get("client_id"):
             # oauthlib also reads the query string, DOT then only the body: a
             # client_id in the query alone passed oauthlib and raised in DOT (500).
@@ -89,13 +109,52 @@ class OfflineAccessTokenView(TokenView):
             device_code = request.POST.get("device_code", "")
             if not device_code:
                 return _token_error("invalid_request", "Missing device_code parameter.")
-            if not get_device_grant_model().objects.filter(device_code=device_code).exists():
+            stored = (
+                get_device_grant_model()
+                .objects.filter(device_code__in=token_storage.stored_candidates(device_code))
+                .values_list("device_code", flat=True)
+                .first()
+            )
+            if stored is None:
                 return _token_error("invalid_grant", "Unknown device_code.")
+            # The device code is stored as its keyed hash (issue 9): from here on
+            # oauthlib, DOT's pre-token hook and validate_device_code see the stored
+            # value this lookup found, which they look up by equality.
+            body = request.POST.copy()
+            body["device_code"] = stored
+            request.POST = body
             response = self.authorization_flow_token_response(request)
             # RFC 6749 5.1 / 5.2, every poll answer, errors included: never cached.
             response["Cache-Control"] = "no-store"
             return response
         return self.authorization_flow_token_response(request)
+
+    @method_decorator(sensitive_post_parameters("password", "client_secret"))
+    def authorization_flow_token_response(self, request, *args, **kwargs):
+        """DOT's token response, sending ``app_authorized`` with the token it issued.
+
+        DOT finds that token again by the SHA-256 of the plaintext, which is not
+        what is stored any more (issue 9). The validator hands over the row it
+        saved instead (no query); a grace-period retry, which saves none, looks
+        it up by its stored hash.
+        """
+        previous = token_storage.issued_access_token.set(None)
+        try:
+            _url, headers, body, status = self.create_token_response(request)
+            issued = token_storage.issued_access_token.get()
+        finally:
+            token_storage.issued_access_token.reset(previous)
+        if status == 200:
+            access_token = json.loads(body).get("access_token")
+            if access_token is not None:
+                candidates = token_storage.checksum_candidates(access_token)
+                if issued is None or issued.token_checksum not in candidates:
+                    issued = get_access_token_model().objects.filter(token_checksum__in=candidates).first()
+                app_authorized.send(sender=self, request=request, token=issued)
+        response = HttpResponse(content=body, status=status)
+        for key, value in headers.items():
+            response[key] = value
+        return response
 
 
 def _token_error(error: str, description: str) -> JsonResponse:
