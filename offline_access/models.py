@@ -559,6 +559,7 @@ class SealedSuccessorPair(models.Model):
         related_name="+",
         verbose_name=_("rotated refresh token"),
     )
+    predecessor_id: int  # the swappable target is a string, so mypy cannot infer the column
     sealed = models.BinaryField(_("sealed successor pair"))
     created_at = models.DateTimeField(_("sealed at"), default=timezone.now, db_index=True)
 

@@ -350,9 +350,10 @@ class OfflineAccessValidator(OAuth2Validator):
         super()._save_bearer_token(token, request, *args, **kwargs)
         if predecessor is None or request.grant_type != "refresh_token" or "refresh_token" not in token:
             return
-        if token["access_token"] != issued_access_token:
+        if token["access_token"] != issued_access_token and token_storage.is_hashed(token["access_token"]):
             # DOT found the pair this token was rotated into and put its stored values
-            # in the answer: a retry within the grace period.
+            # in the answer: a retry within the grace period. (A pair stored before
+            # the upgrade, in plaintext, is DOT's answer as it stands.)
             sealed = SealedSuccessorPair.objects.filter(predecessor_id=predecessor.pk).first()
             pair = sealed and token_storage.open_pair(request.refresh_token, predecessor.pk, sealed.sealed)
             if not pair:
