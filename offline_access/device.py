@@ -13,10 +13,12 @@ import math
 
 from django import forms
 from django.contrib.auth.mixins import LoginRequiredMixin
+from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.http import HttpResponse, HttpResponseBadRequest, JsonResponse
+from django.http import Http404, HttpResponse, HttpResponseBadRequest, JsonResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
+from django.urls import reverse
 from django.utils.decorators import method_decorator
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.cache import never_cache
@@ -34,7 +36,12 @@ from oauth2_provider.models import (
 from oauth2_provider.scopes import get_scopes_backend
 from oauth2_provider.signals import app_authorized
 from oauth2_provider.views import TokenView
-from oauth2_provider.views.device import DeviceAuthorizationView, DeviceGrantStatusView, DeviceUserCodeView
+from oauth2_provider.views.device import (
+    DeviceAuthorizationView,
+    DeviceGrantForm,
+    DeviceGrantStatusView,
+    DeviceUserCodeView,
+)
 
 from . import OFFLINE_ACCESS_SCOPE, policy, ratelimit, services, token_storage
 from .conf import settings
@@ -54,14 +61,15 @@ class OfflineAccessDeviceAuthorizationView(DeviceAuthorizationView):
     def post(self, request, *args, **kwargs):
         """RFC 8628 3.1-3.2, with the device code stored as its keyed hash (issue 9).
 
-        DOT saves the grant with the plaintext code; the UPDATE right after, in
-        the same transaction, replaces it before anything is committed.
+        DOT saves the grant with the plaintext codes; the UPDATE right after, in
+        the same transaction, replaces both before anything is committed.
         """
         response = self._post(request, *args, **kwargs)
         if response.status_code == 200:
-            device_code = json.loads(response.content)["device_code"]
-            get_device_grant_model().objects.filter(device_code=device_code).update(
-                device_code=token_storage.stored_value(device_code)
+            answer = json.loads(response.content)
+            get_device_grant_model().objects.filter(device_code=answer["device_code"]).update(
+                device_code=token_storage.stored_value(answer["device_code"]),
+                user_code=token_storage.stored_value(answer["user_code"]),
             )
         return response
 
@@ -181,6 +189,31 @@ def _code_entry_subjects(request) -> list[str]:
     return subjects
 
 
+def find_by_user_code(typed: str, **filters):
+    """The device grant whose user code was typed, found by its stored hash (issue 9)."""
+    return (
+        get_device_grant_model()
+        .objects.filter(user_code__in=token_storage.stored_candidates(typed), **filters)
+        .first()
+    )
+
+
+class UserCodeForm(DeviceGrantForm):
+    """DOT's user-code form (RFC 8628 3.3), looking the code up by its stored hash."""
+
+    def clean_user_code(self):
+        typed = self.cleaned_data["user_code"]
+        grant = find_by_user_code(typed)
+        if grant is None:
+            raise ValidationError("Incorrect user code", code="incorrect_user_code")
+        if grant.is_expired():
+            raise ValidationError("Expired user code", code="expired_user_code")
+        if grant.status != grant.AUTHORIZATION_PENDING:
+            raise ValidationError("User code has already been used", code="user_code_already_used")
+        self.cleaned_data["device_grant"] = grant
+        return typed
+
+
 @method_decorator([never_cache, xframe_options_deny], name="dispatch")
 class OfflineAccessDeviceUserCodeView(DeviceUserCodeView):
     """DOT's page where the user types the device's code, in the app's look.
@@ -199,6 +232,14 @@ class OfflineAccessDeviceUserCodeView(DeviceUserCodeView):
 
     template_name = "offline_access/device/user_code.html"
     rate_limited_template_name = "offline_access/device/rate_limited.html"
+    form_class = UserCodeForm
+
+    def get_success_url(self):
+        # The code as typed: the grant keeps only its hash (issue 9).
+        return reverse(
+            "oauth2_provider:device-confirm",
+            kwargs={"client_id": self.device_grant.client_id, "user_code": self.typed_user_code},
+        )
 
     def post(self, request, *args, **kwargs):
         retry_after = _code_entry_limit().retry_after(_code_entry_subjects(request))
@@ -228,6 +269,7 @@ class OfflineAccessDeviceUserCodeView(DeviceUserCodeView):
             )
             return self.form_invalid(form)
         self.device_grant = grant
+        self.typed_user_code = form.cleaned_data["user_code"]
         # DOT's form_valid would save the grant's user unconditionally; skip to FormView's redirect.
         return FormView.form_valid(self, form)
 
@@ -241,6 +283,14 @@ class OfflineAccessDeviceStatusView(DeviceGrantStatusView):
     """DOT's device status page, in the app's look (and aware of redeemed codes)."""
 
     template_name = "offline_access/device/status.html"
+
+    def get_object(self):
+        grant = find_by_user_code(
+            self.kwargs["user_code"], client_id=self.kwargs["client_id"], user=self.request.user
+        )
+        if grant is None:
+            raise Http404
+        return grant
 
 
 @method_decorator([never_cache, xframe_options_deny], name="dispatch")
@@ -264,12 +314,12 @@ class OfflineAccessDeviceConfirmView(LoginRequiredMixin, FormView):
     def get_device_grant(self):
         """The pending grant this user claimed on the code-entry page, or None."""
         model = get_device_grant_model()
-        return model.objects.filter(
+        return find_by_user_code(
+            self.kwargs["user_code"],
             client_id=self.kwargs["client_id"],
-            user_code=self.kwargs["user_code"],
             status=model.AUTHORIZATION_PENDING,
             user=self.request.user,
-        ).first()
+        )
 
     def _approval(self, grant):
         application = get_object_or_404(get_application_model(), client_id=grant.client_id)
@@ -317,7 +367,9 @@ class OfflineAccessDeviceConfirmView(LoginRequiredMixin, FormView):
         if not decided:
             return self.not_pending(409)
         return redirect(
-            "oauth2_provider:device-grant-status", client_id=grant.client_id, user_code=grant.user_code
+            "oauth2_provider:device-grant-status",
+            client_id=grant.client_id,
+            user_code=self.kwargs["user_code"],
         )
 
     def form_invalid(self, form):

@@ -237,7 +237,7 @@ def _race_trials(user, other_user, victim_claims):
         if response.status_code == 200:
             approved += 1
             assert allow_status == 302
-            if AccessToken.objects.get(token=response.json()["access_token"]).user != other_user:
+            if AccessToken.objects.get(token=stored(response.json()["access_token"])).user != other_user:
                 leaked += 1
     assert leaked == 0, f"the victim's tokens reached the attacker's device in {leaked} trials"
     assert not AccessToken.objects.filter(user=user).exists()

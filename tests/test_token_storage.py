@@ -29,7 +29,12 @@ from oauth2_provider.models import (
 )
 from oauth2_provider.oauth2_validators import OAuth2Validator
 from oauth2_provider.views import IntrospectTokenView, TokenView
-from oauth2_provider.views.device import DeviceAuthorizationView
+from oauth2_provider.views.device import (
+    DeviceAuthorizationView,
+    DeviceGrantForm,
+    DeviceGrantStatusView,
+    DeviceUserCodeView,
+)
 
 from offline_access import token_storage
 from offline_access.models import SealedSuccessorPair
@@ -137,6 +142,7 @@ def test_no_plaintext_credential_is_stored(browser, api, application, cli):
     assert RefreshToken.objects.get().token == stored(tokens["refresh_token"])
     assert Grant.objects.get().code == stored(code)
     assert DeviceGrant.objects.get().device_code == stored(device["device_code"])
+    assert DeviceGrant.objects.get().user_code == stored(device["user_code"])
     assert token_storage.is_hashed(stored(code)) and len(stored(code)) == len("h1$") + 64
 
 
@@ -271,11 +277,17 @@ DOT_SOURCES = {
     "TokenView.authorization_flow_token_response": TokenView.authorization_flow_token_response,
     "IntrospectTokenView.get_token_response": IntrospectTokenView.get_token_response,
     "DeviceAuthorizationView.post": DeviceAuthorizationView.post,
+    "DeviceGrantForm.clean_user_code": DeviceGrantForm.clean_user_code,
+    "DeviceGrantStatusView.get_object": DeviceGrantStatusView.get_object,
+    "DeviceUserCodeView.get_success_url": DeviceUserCodeView.get_success_url,
     "TokenChecksumField.pre_save": dot_models.TokenChecksumField.pre_save,
     "set_oauthlib_user_to_device_request_user": dot_utils.set_oauthlib_user_to_device_request_user,
 }
 DOT_SOURCE_HASHES = {  # django-oauth-toolkit 3.4.1
     "DeviceAuthorizationView.post": "1ffeb7d543a4a57f",
+    "DeviceGrantForm.clean_user_code": "4ee1cbe10bfbd6ac",
+    "DeviceGrantStatusView.get_object": "3193addb2bab7e6d",
+    "DeviceUserCodeView.get_success_url": "898f39243704d861",
     "IntrospectTokenView.get_token_response": "48b671db1fdc44c9",
     "OAuth2Validator._create_authorization_code": "6aa66b1d03974f3e",
     "OAuth2Validator._load_access_token": "713babbd1c31b6d4",
