@@ -125,12 +125,18 @@ def test_a_database_copy_yields_no_usable_credential(browser, api, application, 
         assert userinfo(api, value).status_code == 401, value
         assert introspect(api, application, value) == {"active": False}, value
 
+    # The user code, copied, cannot be entered on the verification page (RFC 8628 3.3).
+    for user_code in DeviceGrant.objects.values_list("user_code", flat=True):
+        assert browser.post("/o/device/", {"user_code": user_code}).status_code != 302
+    assert DeviceGrant.objects.get().user is None
+
     # The real tokens keep working.
     assert userinfo(api, rotated["access_token"]).status_code == 200
     assert introspect(api, application, rotated["access_token"])["active"] is True
     assert poll(api, cli, device["device_code"]).json()["error"] == "authorization_pending"
     assert exchange_code(api, application, pending_code).status_code == 200
     assert refresh(api, application, rotated["refresh_token"]).status_code == 200
+    assert browser.post("/o/device/", {"user_code": device["user_code"]}).status_code == 302
 
 
 def test_no_plaintext_credential_is_stored(browser, api, application, cli):
@@ -212,14 +218,16 @@ def test_a_rotated_key_keeps_earlier_tokens_working_and_hashes_new_ones(settings
 # Converting existing rows ---------------------------------------------------------------------
 
 
-def as_plaintext_rows(tokens: dict, code: str, device_code: str) -> None:
+def as_plaintext_rows(tokens: dict, code: str, device_code: str, user_code: str) -> None:
     """Turn the stored rows back into what DOT wrote before this app hashed them."""
     for model, value in ((AccessToken, tokens["access_token"]), (RefreshToken, tokens["refresh_token"])):
         model.objects.filter(token=stored(value)).update(
             token=value, token_checksum=hashlib.sha256(value.encode()).hexdigest()
         )
     Grant.objects.filter(code=stored(code)).update(code=code)
-    DeviceGrant.objects.filter(device_code=stored(device_code)).update(device_code=device_code)
+    DeviceGrant.objects.filter(device_code=stored(device_code)).update(
+        device_code=device_code, user_code=user_code
+    )
 
 
 def run_conversion(*args: str) -> str:
@@ -234,7 +242,7 @@ def test_hash_stored_tokens_converts_plaintext_rows_in_batches_and_they_keep_wor
     tokens = exchange_code(api, application, get_code(browser, application, prompt="consent")).json()
     code = get_code(browser, application, prompt="consent")
     device = start_device(api, cli)
-    as_plaintext_rows(tokens, code, device["device_code"])
+    as_plaintext_rows(tokens, code, device["device_code"], device["user_code"])
     assert userinfo(api, tokens["access_token"]).status_code == 200  # not converted yet: still works
 
     assert "Would convert 1 access tokens." in run_conversion("--dry-run")
@@ -246,6 +254,7 @@ def test_hash_stored_tokens_converts_plaintext_rows_in_batches_and_they_keep_wor
     assert RefreshToken.objects.get().token == stored(tokens["refresh_token"])
     assert Grant.objects.get().code == stored(code)
     assert DeviceGrant.objects.get().device_code == stored(device["device_code"])
+    assert DeviceGrant.objects.get().user_code == stored(device["user_code"])
     assert "Converted 0 access tokens." in run_conversion()  # idempotent
     assert userinfo(api, tokens["access_token"]).status_code == 200
     assert poll(api, cli, device["device_code"]).json()["error"] == "authorization_pending"

@@ -65,7 +65,7 @@ def convert_table(model, field: str, *, batch_size: int, dry_run: bool) -> int:
 
 class Command(BaseCommand):
     help = (
-        "Store access tokens, refresh tokens, authorization codes and device codes that are still "
+        "Store access tokens, refresh tokens, authorization codes and device (user) codes that are still "
         "kept in plaintext as keyed hashes, in batches. Safe to run again."
     )
 
@@ -86,6 +86,7 @@ class Command(BaseCommand):
             ("refresh tokens", get_refresh_token_model(), "token"),
             ("authorization codes", get_grant_model(), "code"),
             ("device codes", get_device_grant_model(), "device_code"),
+            ("device user codes", get_device_grant_model(), "user_code"),
         ]
         verb = "Would convert" if dry_run else "Converted"
         for label, model, field in tables:
