@@ -49,6 +49,13 @@ DEFAULTS: dict[str, Any] = {
     # offline access and every token issued before it, with a "password changed"
     # event on each consent. False keeps them. Deactivating a user always ends them.
     "REVOKE_ON_PASSWORD_CHANGE": True,
+    # The secrets that key the hashes under which access tokens, refresh tokens,
+    # authorization codes and device codes are stored (offline_access.token_storage):
+    # a list of str or bytes kept outside the database. The first hashes new tokens;
+    # all are accepted, so rotate by putting a new key first and removing the old
+    # one after the longest-lived token hashed with it has expired (the refresh
+    # token idle timeout). Empty (the default): SECRET_KEY, then SECRET_KEY_FALLBACKS.
+    "TOKEN_HASH_KEYS": [],
 }
 
 DURATION_KEYS = frozenset(

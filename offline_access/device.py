@@ -8,18 +8,23 @@ the user-code approval page the consent screen.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 
 from django import forms
 from django.contrib.auth.mixins import LoginRequiredMixin
-from django.http import HttpResponse, HttpResponseBadRequest, JsonResponse
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.http import Http404, HttpResponse, HttpResponseBadRequest, JsonResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
+from django.urls import reverse
 from django.utils.decorators import method_decorator
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.cache import never_cache
 from django.views.decorators.clickjacking import xframe_options_deny
 from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.debug import sensitive_post_parameters
 from django.views.generic import FormView
 from oauth2_provider.compat import login_not_required
 from oauth2_provider.models import (
@@ -29,10 +34,16 @@ from oauth2_provider.models import (
     get_device_grant_model,
 )
 from oauth2_provider.scopes import get_scopes_backend
+from oauth2_provider.signals import app_authorized
 from oauth2_provider.views import TokenView
-from oauth2_provider.views.device import DeviceAuthorizationView, DeviceGrantStatusView, DeviceUserCodeView
+from oauth2_provider.views.device import (
+    DeviceAuthorizationView,
+    DeviceGrantForm,
+    DeviceGrantStatusView,
+    DeviceUserCodeView,
+)
 
-from . import OFFLINE_ACCESS_SCOPE, policy, ratelimit, services
+from . import OFFLINE_ACCESS_SCOPE, policy, ratelimit, services, token_storage
 from .conf import settings
 from .forms import DeviceDecisionForm
 from .validators import DEVICE_CODE_GRANT, client_may_have_offline_access
@@ -46,7 +57,23 @@ class OfflineAccessDeviceAuthorizationView(DeviceAuthorizationView):
     The response keeps only the fields RFC 8628 section 3.2 defines.
     """
 
+    @method_decorator(transaction.atomic)
     def post(self, request, *args, **kwargs):
+        """RFC 8628 3.1-3.2, with the device code stored as its keyed hash (issue 9).
+
+        DOT saves the grant with the plaintext codes; the UPDATE right after, in
+        the same transaction, replaces both before anything is committed.
+        """
+        response = self._post(request, *args, **kwargs)
+        if response.status_code == 200:
+            answer = json.loads(response.content)
+            get_device_grant_model().objects.filter(device_code=answer["device_code"]).update(
+                device_code=token_storage.stored_value(answer["device_code"]),
+                user_code=token_storage.stored_value(answer["user_code"]),
+            )
+        return response
+
+    def _post(self, request, *args, **kwargs):
         if not request.POST.get("client_id"):
             # oauthlib also reads the query string, DOT then only the body: a
             # client_id in the query alone passed oauthlib and raised in DOT (500).
@@ -90,43 +117,55 @@ class OfflineAccessTokenView(TokenView):
             device_code = request.POST.get("device_code", "")
             if not device_code:
                 return _token_error("invalid_request", "Missing device_code parameter.")
-            if not get_device_grant_model().objects.filter(device_code=device_code).exists():
+            stored = (
+                get_device_grant_model()
+                .objects.filter(device_code__in=token_storage.stored_candidates(device_code))
+                .values_list("device_code", flat=True)
+                .first()
+            )
+            if stored is None:
                 return _token_error("invalid_grant", "Unknown device_code.")
+            # The device code is stored as its keyed hash (issue 9): from here on
+            # oauthlib, DOT's pre-token hook and validate_device_code see the stored
+            # value this lookup found, which they look up by equality.
+            body = request.POST.copy()
+            body["device_code"] = stored
+            request.POST = body
             response = self.authorization_flow_token_response(request)
             # RFC 6749 5.1 / 5.2, every poll answer, errors included: never cached.
             response["Cache-Control"] = "no-store"
             return response
         return self.authorization_flow_token_response(request)
 
-    def create_token_response(self, request):
-        answer = super().create_token_response(request)
-        # Kept for the rare answer DOT's view cannot finish (below).
-        request.offline_access_token_answer = answer
-        return answer
-
+    @method_decorator(sensitive_post_parameters("password", "client_secret"))
     def authorization_flow_token_response(self, request, *args, **kwargs):
-        """DOT's token response, without its 500 when the issued access token is already gone.
+        """DOT's token response, sending ``app_authorized`` with the token it issued.
 
-        After a 200, DOT re-reads the access token it just issued (for its
-        ``app_authorized`` signal) with ``get()``. Under concurrent refreshes with a
-        grace period (RFC 9700 4.14.2) that token can be gone by then: a racer's
-        retry answered with the pair another request minted, and a client holding
-        that pair already rotated it, which deletes its access token. The pair is
-        still the one this request is owed (within the grace period its refresh
-        token gets the successor again), so it is answered as DOT would have, without
-        the signal for a token that no longer exists.
+        DOT finds that token again by the SHA-256 of the plaintext, which is not
+        what is stored any more (issue 9). The validator hands over the row it
+        saved instead (no query); a grace-period retry, which saves none, looks
+        it up by its stored hash.
         """
-        access_token_model = get_access_token_model()
+        previous = token_storage.issued_access_token.set(None)
         try:
-            return super().authorization_flow_token_response(request, *args, **kwargs)
-        except access_token_model.DoesNotExist:
-            answer = getattr(request, "offline_access_token_answer", None)
-            if answer is None:
-                raise
-        _url, headers, body, status = answer
+            _url, headers, body, status = self.create_token_response(request)
+            issued = token_storage.issued_access_token.get()
+        finally:
+            token_storage.issued_access_token.reset(previous)
+        if status == 200:
+            access_token = json.loads(body).get("access_token")
+            if access_token is not None:
+                candidates = token_storage.checksum_candidates(access_token)
+                if issued is None or issued.token_checksum not in candidates:
+                    issued = get_access_token_model().objects.filter(token_checksum__in=candidates).first()
+                # A racer's grace-period answer may carry an access token that a rotation
+                # has deleted meanwhile (RFC 9700 4.14.2): the pair is still owed, but no
+                # signal is sent for a token that no longer exists.
+                if issued is not None:
+                    app_authorized.send(sender=self, request=request, token=issued)
         response = HttpResponse(content=body, status=status)
-        for name, value in headers.items():
-            response[name] = value
+        for key, value in headers.items():
+            response[key] = value
         return response
 
 
@@ -154,6 +193,31 @@ def _code_entry_subjects(request) -> list[str]:
     return subjects
 
 
+def find_by_user_code(typed: str, **filters):
+    """The device grant whose user code was typed, found by its stored hash (issue 9)."""
+    return (
+        get_device_grant_model()
+        .objects.filter(user_code__in=token_storage.stored_candidates(typed), **filters)
+        .first()
+    )
+
+
+class UserCodeForm(DeviceGrantForm):
+    """DOT's user-code form (RFC 8628 3.3), looking the code up by its stored hash."""
+
+    def clean_user_code(self):
+        typed = self.cleaned_data["user_code"]
+        grant = find_by_user_code(typed)
+        if grant is None:
+            raise ValidationError("Incorrect user code", code="incorrect_user_code")
+        if grant.is_expired():
+            raise ValidationError("Expired user code", code="expired_user_code")
+        if grant.status != grant.AUTHORIZATION_PENDING:
+            raise ValidationError("User code has already been used", code="user_code_already_used")
+        self.cleaned_data["device_grant"] = grant
+        return typed
+
+
 @method_decorator([never_cache, xframe_options_deny], name="dispatch")
 class OfflineAccessDeviceUserCodeView(DeviceUserCodeView):
     """DOT's page where the user types the device's code, in the app's look.
@@ -172,6 +236,14 @@ class OfflineAccessDeviceUserCodeView(DeviceUserCodeView):
 
     template_name = "offline_access/device/user_code.html"
     rate_limited_template_name = "offline_access/device/rate_limited.html"
+    form_class = UserCodeForm
+
+    def get_success_url(self):
+        # The code as typed: the grant keeps only its hash (issue 9).
+        return reverse(
+            "oauth2_provider:device-confirm",
+            kwargs={"client_id": self.device_grant.client_id, "user_code": self.typed_user_code},
+        )
 
     def post(self, request, *args, **kwargs):
         retry_after = _code_entry_limit().retry_after(_code_entry_subjects(request))
@@ -201,6 +273,7 @@ class OfflineAccessDeviceUserCodeView(DeviceUserCodeView):
             )
             return self.form_invalid(form)
         self.device_grant = grant
+        self.typed_user_code = form.cleaned_data["user_code"]
         # DOT's form_valid would save the grant's user unconditionally; skip to FormView's redirect.
         return FormView.form_valid(self, form)
 
@@ -214,6 +287,14 @@ class OfflineAccessDeviceStatusView(DeviceGrantStatusView):
     """DOT's device status page, in the app's look (and aware of redeemed codes)."""
 
     template_name = "offline_access/device/status.html"
+
+    def get_object(self):
+        grant = find_by_user_code(
+            self.kwargs["user_code"], client_id=self.kwargs["client_id"], user=self.request.user
+        )
+        if grant is None:
+            raise Http404
+        return grant
 
 
 @method_decorator([never_cache, xframe_options_deny], name="dispatch")
@@ -237,12 +318,12 @@ class OfflineAccessDeviceConfirmView(LoginRequiredMixin, FormView):
     def get_device_grant(self):
         """The pending grant this user claimed on the code-entry page, or None."""
         model = get_device_grant_model()
-        return model.objects.filter(
+        return find_by_user_code(
+            self.kwargs["user_code"],
             client_id=self.kwargs["client_id"],
-            user_code=self.kwargs["user_code"],
             status=model.AUTHORIZATION_PENDING,
             user=self.request.user,
-        ).first()
+        )
 
     def _approval(self, grant):
         application = get_object_or_404(get_application_model(), client_id=grant.client_id)
@@ -290,7 +371,9 @@ class OfflineAccessDeviceConfirmView(LoginRequiredMixin, FormView):
         if not decided:
             return self.not_pending(409)
         return redirect(
-            "oauth2_provider:device-grant-status", client_id=grant.client_id, user_code=grant.user_code
+            "oauth2_provider:device-grant-status",
+            client_id=grant.client_id,
+            user_code=self.kwargs["user_code"],
         )
 
     def form_invalid(self, form):

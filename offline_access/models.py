@@ -537,3 +537,35 @@ class ConsentFormUse(models.Model):
 
     def __str__(self) -> str:
         return f"Used consent form #{self.pk}"
+
+
+class SealedSuccessorPair(models.Model):
+    """The pair a rotation issued, sealed for a retry within DOT's grace period (issue 9).
+
+    The database keeps tokens as keyed hashes only, so a client that retries a
+    refresh because it lost the answer cannot be given the pair again from them.
+    The rotation stores that pair here, encrypted under a key derived from the
+    *predecessor's* plaintext (:func:`offline_access.token_storage.seal_pair`),
+    which only its holder knows: the retry opens it, a database copy cannot.
+    Written in the rotation's transaction; gone with its refresh token, and
+    useless once the grace period is over (``manage.py hash_stored_tokens``
+    deletes those rows).
+    """
+
+    predecessor = models.OneToOneField(
+        oauth2_settings.REFRESH_TOKEN_MODEL,
+        on_delete=models.CASCADE,
+        primary_key=True,
+        related_name="+",
+        verbose_name=_("rotated refresh token"),
+    )
+    predecessor_id: int  # the swappable target is a string, so mypy cannot infer the column
+    sealed = models.BinaryField(_("sealed successor pair"))
+    created_at = models.DateTimeField(_("sealed at"), default=timezone.now, db_index=True)
+
+    class Meta:
+        verbose_name = _("sealed successor pair")
+        verbose_name_plural = _("sealed successor pairs")
+
+    def __str__(self) -> str:
+        return f"Sealed successor of refresh token #{self.predecessor_id}"

@@ -15,7 +15,6 @@ from datetime import datetime
 from django.db import IntegrityError, transaction
 from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
-from django.utils.crypto import salted_hmac
 from django.utils.translation import gettext_lazy as _
 from oauth2_provider.models import (
     get_access_token_model,
@@ -24,7 +23,7 @@ from oauth2_provider.models import (
     get_refresh_token_model,
 )
 
-from . import OFFLINE_ACCESS_SCOPE, signals
+from . import OFFLINE_ACCESS_SCOPE, signals, token_storage
 from .conf import settings
 from .models import Consent, ConsentEvent, ConsentFormUse, OfflineTokenFamily, OfflineTokenFamilyQuerySet
 
@@ -310,26 +309,27 @@ def covering_consent(user, application) -> QuerySet[Consent]:
 def code_hash(code: str) -> str:
     """A keyed hash of an authorization code: enough to recognise it again, useless to redeem it.
 
-    Keyed with the site's SECRET_KEY (salted HMAC-SHA256), so a copy of the
-    database alone cannot test guesses against it.
+    The same keyed hash the code is stored under (:mod:`offline_access.token_storage`,
+    without its prefix), so a copy of the database alone cannot test guesses against it.
     """
-    return salted_hmac("offline_access.authorization_code", code, algorithm="sha256").hexdigest()
+    return token_storage.digest(code, token_storage.hash_keys()[0])
 
 
 def link_token_family(
-    *, token_family, user, application, consent_id, code: str | None = None
+    *, token_family, user, application, consent_id, code: str | None = None, code_digest: str = ""
 ) -> OfflineTokenFamily:
     """Record a new refresh-token family (device) under the consent that covers it.
 
     ``code`` is the authorization code exchanged for it, remembered as a keyed
-    hash so that a replay of the code can revoke the family (:func:`revoke_replayed_code`).
+    hash so that a replay of the code can revoke the family (:func:`revoke_replayed_code`);
+    or pass that hash as ``code_digest``.
     """
     family = OfflineTokenFamily.objects.create(
         token_family=token_family,
         user=user,
         application=application,
         consent_id=consent_id,
-        code_hash=code_hash(code) if code else "",
+        code_hash=code_digest or (code_hash(code) if code else ""),
     )
     signals.send_after_commit(
         signals.offline_token_issued, OfflineTokenFamily, family=family, consent_id=consent_id
@@ -398,7 +398,9 @@ def revoke_replayed_code(code: str, *, application) -> RevocationResult:
     agree); its history gets a ``code_replayed`` event. A second replay finds
     nothing live and records nothing.
     """
-    families = OfflineTokenFamily.objects.filter(code_hash=code_hash(code), application=application)
+    families = OfflineTokenFamily.objects.filter(
+        code_hash__in=token_storage.digest_candidates(code), application=application
+    )
     return revoke_token_families(
         families, reason=CODE_REPLAY_REASON, via=Via.SYSTEM, action=ConsentEvent.Action.CODE_REPLAYED
     )

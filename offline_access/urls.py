@@ -43,6 +43,7 @@ _REPLACEMENTS = {
         name="device-grant-status",
     ),
     # RFC 8414 metadata, advertising only the PKCE method the app accepts.
+    "introspect": path("introspect/", views.OfflineAccessIntrospectTokenView.as_view(), name="introspect"),
     "oauth-server-metadata": path(
         ".well-known/oauth-authorization-server",
         views.OfflineAccessServerMetadataView.as_view(),

@@ -12,16 +12,24 @@ import logging
 from datetime import timedelta
 
 from django.core.exceptions import ObjectDoesNotExist
-from django.db.models import OuterRef, Subquery
+from django.db.models import F, OuterRef, Subquery
 from django.utils import timezone
-from oauth2_provider.models import get_device_grant_model, get_grant_model
+from oauth2_provider.models import (
+    get_access_token_model,
+    get_device_grant_model,
+    get_grant_model,
+    get_refresh_token_model,
+    refresh_token_expire_timedelta,
+    revoke_access_token,
+)
 from oauth2_provider.oauth2_validators import OAuth2Validator
 from oauth2_provider.scopes import get_scopes_backend
+from oauth2_provider.settings import oauth2_settings
 from oauthlib.oauth2.rfc6749.errors import InvalidGrantError, InvalidRequestError
 
-from . import OFFLINE_ACCESS_SCOPE, policy, services, signals
+from . import OFFLINE_ACCESS_SCOPE, policy, services, signals, token_storage
 from .conf import settings
-from .models import ClientPolicy, Consent, OfflineTokenFamily
+from .models import ClientPolicy, Consent, OfflineTokenFamily, SealedSuccessorPair
 
 log = logging.getLogger("offline_access")
 
@@ -198,7 +206,10 @@ class OfflineAccessValidator(OAuth2Validator):
             # Link the new access token to the used-up refresh token so that revoking
             # the consent later still finds it.
             source_refresh_token = presented
-        return super()._create_access_token(expires, request, token, source_refresh_token)
+        access_token = super()._create_access_token(expires, request, token, source_refresh_token)
+        # The token view sends DOT's app_authorized signal with it (no lookup by value).
+        token_storage.issued_access_token.set(access_token)
+        return access_token
 
     def _create_refresh_token(self, request, refresh_token_code, access_token, previous_refresh_token):
         refresh_token = super()._create_refresh_token(
@@ -211,10 +222,158 @@ class OfflineAccessValidator(OAuth2Validator):
                 user=request.user,
                 application=request.client,
                 consent_id=request.offline_access_consent_id,
-                # Remembered (hashed) so that a replay of the code revokes this family.
-                code=request.code if request.grant_type == "authorization_code" else None,
+                # Remembered (a keyed hash) so that a replay of the code revokes this family.
+                code_digest=getattr(request, "offline_access_code_hash", "")
+                if request.grant_type == "authorization_code"
+                else "",
             )
         return refresh_token
+
+    # Tokens at rest (issue 9; offline_access.token_storage) -----------------------
+    #
+    # DOT stores the plaintext and finds a token by the SHA-256 of what is presented.
+    # Here the stored value is a keyed hash, and every lookup goes through
+    # token_storage's candidates (one per hash key, plus a not yet converted
+    # plaintext row) in ONE indexed IN query. tests/test_token_storage.py pins the
+    # DOT methods whose lookups are replaced, so a DOT upgrade that changes them fails.
+
+    def _set_token_value(self, token_instance, raw_token: str) -> None:
+        """Store an access or refresh token as its keyed hash; the client gets ``raw_token``.
+
+        DOT's ``TokenChecksumField`` then derives ``token_checksum`` from the stored
+        column, on this save and every later one (``revoke()``), consistently.
+        """
+        token_instance.token = token_storage.stored_value(raw_token)
+        token_instance._raw_token = None
+
+    def _create_authorization_code(self, request, code, expires=None):
+        """Store the code as its keyed hash; the redirect carries the plaintext (RFC 6749 4.1.2)."""
+        return super()._create_authorization_code(
+            request, {**code, "code": token_storage.stored_value(code["code"])}, expires
+        )
+
+    def get_authorization_code_scopes(self, client_id, code, redirect_uri, request):
+        """The code's scopes (oauthlib's OpenID dispatcher asks before ``validate_code``)."""
+        candidates = (
+            [code] if code == getattr(request, "code", None) and token_storage.is_hashed(code) else []
+        )
+        candidates += token_storage.stored_candidates(code)
+        scopes = get_grant_model().objects.filter(code__in=candidates).values_list("scope", flat=True).first()
+        return scopes.split() if scopes else []
+
+    def _load_access_token(self, token):
+        """The access token presented as a bearer token (RFC 6750 2), found by its stored hash."""
+        return (
+            get_access_token_model()
+            .objects.select_related("application", "user")
+            .filter(token_checksum__in=token_storage.checksum_candidates(token))
+            .first()
+        )
+
+    def revoke_token(self, token, token_type_hint, request, *args, **kwargs):
+        """RFC 7009 2.1, as DOT does it, with the token found by its stored hash.
+
+        Only the authenticated client's own tokens; the hinted type first, the
+        other type when the hint found nothing; revoking an access token revokes
+        its refresh token too (``revoke_access_token``, as DOT).
+        """
+        application_pk = getattr(request.client, "pk", None)
+        if application_pk is None:
+            return
+        access_token_model, refresh_token_model = get_access_token_model(), get_refresh_token_model()
+        models = [access_token_model, refresh_token_model]
+        if token_type_hint == "refresh_token":
+            models.reverse()
+        lookup = {
+            "token_checksum__in": token_storage.checksum_candidates(token),
+            "application_id": application_pk,
+        }
+        found = list(models[0].objects.filter(**lookup))
+        if not found:
+            found = list(models[1].objects.filter(**lookup))
+        for row in found:
+            if isinstance(row, access_token_model):
+                revoke_access_token(row)
+            else:
+                row.revoke()
+
+    def _validate_stored_refresh_token(self, refresh_token, client, request) -> bool:
+        """DOT's ``validate_refresh_token`` (RFC 6749 6), with the token found by its stored hash.
+
+        Same rules: a live row wins over revoked ones; a revoked token passes only
+        within the grace period and only if it was superseded by a rotation (not
+        revoked on purpose); otherwise reuse protection may end its family. A live
+        token needs its access token and must be within REFRESH_TOKEN_EXPIRE_SECONDS.
+        """
+        refresh_token_model, access_token_model = get_refresh_token_model(), get_access_token_model()
+        rt = (
+            refresh_token_model.objects.filter(
+                token_checksum__in=token_storage.checksum_candidates(refresh_token)
+            )
+            .select_related("access_token")
+            .order_by(F("revoked").desc(nulls_first=True))
+            .first()
+        )
+        if rt is None:
+            return False
+        now = timezone.now()
+        if rt.revoked is not None:
+            grace = timedelta(seconds=oauth2_settings.REFRESH_TOKEN_GRACE_PERIOD_SECONDS)
+            superseded = access_token_model.objects.filter(source_refresh_token=rt).exists()
+            if rt.revoked <= now - grace or not superseded:
+                if oauth2_settings.REFRESH_TOKEN_REUSE_PROTECTION and rt.token_family:
+                    refresh_token_model.revoke_family(rt.token_family)
+                return False
+        else:
+            if rt.access_token is None:
+                return False
+            expire_delta = refresh_token_expire_timedelta()
+            if expire_delta and rt.access_token.expires + expire_delta <= now:
+                return False
+        request.user = rt.user
+        # The plaintext as presented: it is what a rotation-less refresh hands back,
+        # and the key to the sealed successor pair of a grace-period retry.
+        request.refresh_token = refresh_token
+        request.refresh_token_instance = rt
+        return rt.application == client
+
+    def _save_bearer_token(self, token, request, *args, **kwargs):
+        """DOT's save, plus the successor pair sealed for a grace-period retry (RFC 6749 6).
+
+        DOT answers a retry of a just-rotated refresh token with the pair it issued,
+        read from the database, where only hashes are left now. So a rotation seals
+        the new pair under the predecessor's plaintext (token_storage.seal_pair) in
+        the same transaction, and a retry opens it with the token it presents.
+        """
+        predecessor = getattr(request, "refresh_token_instance", None)
+        issued_access_token = token.get("access_token")
+        super()._save_bearer_token(token, request, *args, **kwargs)
+        if predecessor is None or request.grant_type != "refresh_token" or "refresh_token" not in token:
+            return
+        if token["access_token"] != issued_access_token and token_storage.is_hashed(token["access_token"]):
+            # DOT found the pair this token was rotated into and put its stored values
+            # in the answer: a retry within the grace period. (A pair stored before
+            # the upgrade, in plaintext, is DOT's answer as it stands.)
+            sealed = SealedSuccessorPair.objects.filter(predecessor_id=predecessor.pk).first()
+            pair = sealed and token_storage.open_pair(request.refresh_token, predecessor.pk, sealed.sealed)
+            if not pair:
+                raise _RevokedWhileRefreshing(
+                    description="The refresh token was already used.", request=request
+                )
+            token["access_token"], token["refresh_token"] = pair["access_token"], pair["refresh_token"]
+        elif (
+            self.rotate_refresh_token(request)
+            and oauth2_settings.REFRESH_TOKEN_GRACE_PERIOD_SECONDS
+            and token["refresh_token"] != request.refresh_token
+        ):
+            SealedSuccessorPair.objects.create(
+                predecessor_id=predecessor.pk,
+                sealed=token_storage.seal_pair(
+                    request.refresh_token,
+                    predecessor.pk,
+                    {"access_token": token["access_token"], "refresh_token": token["refresh_token"]},
+                ),
+            )
 
     # Exchanging a code ------------------------------------------------------------
 
@@ -235,7 +394,7 @@ class OfflineAccessValidator(OAuth2Validator):
                     services.covering_consent(OuterRef("user_id"), OuterRef("application_id"))
                 )
             )
-            .filter(code=code, application=client)
+            .filter(code__in=token_storage.stored_candidates(code), application=client)
             .first()
         )
         if grant is None:
@@ -252,6 +411,15 @@ class OfflineAccessValidator(OAuth2Validator):
         if grant.claims:
             request.claims = json.loads(grant.claims)
         request.offline_access_consent_id = grant.offline_access_consent_id
+        # From here on oauthlib and DOT find the code by its stored value (PKCE
+        # challenge, redirect URI, nonce, resource, its deletion at the exchange):
+        # all of them look it up by equality, so they get the value this lookup found.
+        request.code = grant.code
+        request.offline_access_code_hash = (
+            grant.code.removeprefix(token_storage.PREFIX)
+            if token_storage.is_hashed(grant.code)
+            else services.code_hash(code)
+        )
         return True
 
     # Device authorization grant (RFC 8628) ------------------------------------------
@@ -299,7 +467,7 @@ class OfflineAccessValidator(OAuth2Validator):
 
     def validate_refresh_token(self, refresh_token, client, request, *args, **kwargs):
         """SPEC P6: refuse a refresh unless consent, user and lifetimes all still hold."""
-        if not super().validate_refresh_token(refresh_token, client, request, *args, **kwargs):
+        if not self._validate_stored_refresh_token(refresh_token, client, request):
             return False
         presented = request.refresh_token_instance
         requested = str(request.scope or "").split()

@@ -8,6 +8,7 @@ device grant's views are in :mod:`offline_access.device`, the user's page in
 
 from __future__ import annotations
 
+import calendar
 import json
 from urllib.parse import parse_qsl, urlencode, urlparse
 
@@ -27,11 +28,16 @@ from oauth2_provider.models import (
 from oauth2_provider.oauth2_validators import is_valid_resource_uri
 from oauth2_provider.scopes import get_scopes_backend
 from oauth2_provider.settings import oauth2_settings
-from oauth2_provider.views import AuthorizationView, ConnectDiscoveryInfoView, OAuthServerMetadataView
+from oauth2_provider.views import (
+    AuthorizationView,
+    ConnectDiscoveryInfoView,
+    IntrospectTokenView,
+    OAuthServerMetadataView,
+)
 from oauthlib.oauth2.rfc6749.errors import CustomOAuth2Error, InvalidRequestError, InvalidScopeError
 from oauthlib.openid.connect.core.exceptions import ConsentRequired
 
-from . import OFFLINE_ACCESS_SCOPE, policy, services
+from . import OFFLINE_ACCESS_SCOPE, policy, services, token_storage
 from .conf import settings
 from .forms import ConsentForm, new_form_identity, sign_consent_request
 from .hardening import has_nul_byte
@@ -330,3 +336,36 @@ class OfflineAccessDiscoveryView(ConnectDiscoveryInfoView):
                     data.setdefault(key, url)
             response.content = json.dumps(data)
         return response
+
+
+class OfflineAccessIntrospectTokenView(IntrospectTokenView):
+    """DOT's introspection endpoint (RFC 7662), finding the token by its stored hash (issue 9).
+
+    DOT looks the token up by the SHA-256 of its plaintext, which is no longer
+    what is stored; the answer is the same as DOT's (RFC 7662 2.2).
+    """
+
+    @staticmethod
+    def get_token_response(token_value=None):
+        if token_value is None:
+            return IntrospectTokenView.get_token_response(None)
+        token = (
+            get_access_token_model()
+            .objects.select_related("user", "application")
+            .filter(token_checksum__in=token_storage.checksum_candidates(token_value))
+            .first()
+        )
+        if token is None or not token.is_valid():
+            return JsonResponse({"active": False}, status=200)
+        data = {
+            "active": True,
+            "scope": token.scope,
+            "exp": int(calendar.timegm(token.expires.timetuple())),
+        }
+        if token.application:
+            data["client_id"] = token.application.client_id
+        if token.user:
+            data["username"] = token.user.get_username()
+        if token.resource:
+            data["aud"] = token.resource  # RFC 8707 audiences
+        return JsonResponse(data)

@@ -91,3 +91,20 @@ def refresh(client: Client, application, refresh_token: str, **extra):
 
 def random_state() -> str:
     return secrets.token_urlsafe(8)
+
+
+# Tokens at rest (issue 9): the database keeps keyed hashes, never the value a client holds.
+
+
+def stored(value: str) -> str:
+    """What the database keeps for an issued token, code or device code."""
+    from offline_access import token_storage
+
+    return token_storage.stored_value(value)
+
+
+def stored_checksum(value: str) -> str:
+    """DOT's ``token_checksum`` of an issued access or refresh token."""
+    from offline_access import token_storage
+
+    return token_storage.checksum(token_storage.stored_value(value))

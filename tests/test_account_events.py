@@ -22,7 +22,7 @@ from offline_access import services, signals
 from offline_access.models import Consent, ConsentEvent, OfflineTokenFamily
 
 from . import factories
-from .oauth import exchange_code, get_code
+from .oauth import exchange_code, get_code, stored
 from .test_consent import (
     add_token_families,
     assert_access_token_accepted,
@@ -210,7 +210,7 @@ def test_deactivation_deletes_unexchanged_codes(user, application):
     code = get_code(logged_in(user), application, scope="openid")
     user.is_active = False
     user.save()
-    assert not Grant.objects.filter(code=code).exists()
+    assert not Grant.objects.filter(code=stored(code)).exists()
 
 
 @pytest.mark.parametrize("families", [1, 6])

@@ -9,7 +9,6 @@ the fields are read off the rendered form.
 
 from __future__ import annotations
 
-import hashlib
 import uuid
 from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
@@ -27,7 +26,7 @@ from oauth2_provider.models import get_access_token_model, get_application_model
 from offline_access.models import ClientPolicy, Consent, ConsentEvent, OfflineTokenFamily
 
 from . import factories
-from .oauth import exchange_code, get_code, refresh
+from .oauth import exchange_code, get_code, refresh, stored, stored_checksum
 
 User = get_user_model()
 Application = get_application_model()
@@ -71,8 +70,8 @@ REASON = "Laptop stolen, ticket SEC-4711"
 
 
 def checksum(token: str) -> str:
-    """DOT's lookup checksum of a token value."""
-    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+    """DOT's lookup checksum of an issued token (of its keyed hash, issue 9)."""
+    return stored_checksum(token)
 
 
 def logged_in(user) -> Client:
@@ -277,7 +276,7 @@ def add_token_families(consent: Consent, count: int, *, user=None, application=N
             AccessToken(
                 user=user,
                 application=application,
-                token=value,
+                token=stored(value),
                 token_checksum=checksum(value),
                 expires=now + timedelta(minutes=10),
                 scope="openid offline_access",
@@ -291,7 +290,7 @@ def add_token_families(consent: Consent, count: int, *, user=None, application=N
             RefreshToken(
                 user=user,
                 application=application,
-                token=value,
+                token=stored(value),
                 token_checksum=checksum(value),
                 access_token=access_token,
                 token_family=family,
@@ -1295,7 +1294,7 @@ def _bulk_families(consents, *, ended) -> None:
             AccessToken(
                 user_id=consent.user_id,
                 application_id=consent.application_id,
-                token=f"pop-access-{prefix}-{i}",
+                token=stored(f"pop-access-{prefix}-{i}"),
                 token_checksum=checksum(f"pop-access-{prefix}-{i}"),
                 expires=now + timedelta(minutes=10),
                 scope=consent.scope,
@@ -1309,7 +1308,7 @@ def _bulk_families(consents, *, ended) -> None:
             RefreshToken(
                 user_id=consent.user_id,
                 application_id=consent.application_id,
-                token=f"pop-refresh-{prefix}-{i}",
+                token=stored(f"pop-refresh-{prefix}-{i}"),
                 token_checksum=checksum(f"pop-refresh-{prefix}-{i}"),
                 access_token=access_token,
                 token_family=family,

@@ -32,7 +32,7 @@ from offline_access.conf import settings as offline_access_settings
 from offline_access.models import Consent, ConsentEvent, OfflineTokenFamily
 
 from . import factories
-from .oauth import exchange_code, get_code, refresh
+from .oauth import exchange_code, get_code, refresh, stored
 from .test_connected_apps import family_of, install, userinfo
 
 #: GET /api/offline-access/me/consents/ with a session: session, user, count, page.
@@ -377,7 +377,7 @@ def test_my_consents_lists_only_my_consents_in_force(
     install(browser, api, application)
     second = install(browser, api, application)
     rotated = refresh(api, application, second["refresh_token"]).json()
-    last_used = RefreshToken.objects.get(token=rotated["refresh_token"]).created
+    last_used = RefreshToken.objects.get(token=stored(rotated["refresh_token"])).created
     interactive = active_consent(user, application)
     enduring = factories.EnduringConsentFactory(
         user=user, application=native_application, expires_at=timezone.now() + timedelta(days=3)
@@ -443,7 +443,8 @@ def test_my_devices_lists_only_my_live_token_families(
     }
     assert when(kept_item["first_issued"]) == kept_family.created_at
     assert (
-        when(kept_item["last_refreshed"]) == RefreshToken.objects.get(token=rotated["refresh_token"]).created
+        when(kept_item["last_refreshed"])
+        == RefreshToken.objects.get(token=stored(rotated["refresh_token"])).created
     )
     assert phone_item["application"] == {"client_id": "phone-app", "name": "Phone App"}
     assert phone_item["consent"] == active_consent(user, native_application).pk

@@ -21,7 +21,7 @@ from oauth2_provider.models import get_access_token_model, get_refresh_token_mod
 from offline_access.models import ClientPolicy, Consent, ConsentEvent, OfflineTokenFamily
 
 from . import factories
-from .oauth import authorize_url, exchange_code, get_code
+from .oauth import authorize_url, exchange_code, get_code, stored
 from .test_admin import (
     assert_access_token_alive,
     assert_access_token_dead,
@@ -227,7 +227,7 @@ def test_a_bar_revokes_tokens_of_families_without_a_consent(user, application):
     tokens = offline_tokens(user, application)
     OfflineTokenFamily.objects.update(consent=None)
     ClientPolicy.objects.create(application=application, allow_offline_access=False)
-    assert RefreshToken.objects.get(token=tokens["refresh_token"]).revoked is not None
+    assert RefreshToken.objects.get(token=stored(tokens["refresh_token"])).revoked is not None
     assert_access_token_dead(tokens["access_token"])
 
 

@@ -26,7 +26,7 @@ from django.utils import timezone
 from oauth2_provider.models import get_application_model, get_device_grant_model
 
 from example_project.clients import _shared, cli, sync
-from offline_access import services
+from offline_access import services, token_storage
 from offline_access.models import Consent, ConsentEvent
 
 from .oauth import submit_consent
@@ -81,7 +81,9 @@ class PersonAtBrowser:
     def act(self) -> None:
         user_code = re.search(r"enter the code: (\S+)", self.printed).group(1)
         if self.decision == "expire":
-            DeviceGrant.objects.filter(user_code=user_code).update(expires=timezone.now())
+            DeviceGrant.objects.filter(user_code=token_storage.stored_value(user_code)).update(
+                expires=timezone.now()
+            )
             return
         browser = Client()
         browser.force_login(self.user)

@@ -9,7 +9,7 @@ from oauth2_provider.models import get_access_token_model, get_refresh_token_mod
 
 from offline_access.models import ClientPolicy, OfflineTokenFamily
 
-from .oauth import authorize_url, exchange_code, get_code, refresh
+from .oauth import authorize_url, exchange_code, get_code, refresh, stored
 
 AccessToken = get_access_token_model()
 RefreshToken = get_refresh_token_model()
@@ -23,7 +23,7 @@ def offline_pair(browser, api, application) -> dict:
 
 def age(raw_refresh_token: str, by: timedelta) -> None:
     past = timezone.now() - by
-    row = RefreshToken.objects.get(token=raw_refresh_token)
+    row = RefreshToken.objects.get(token=stored(raw_refresh_token))
     RefreshToken.objects.filter(pk=row.pk).update(created=past, updated=past)
     AccessToken.objects.filter(pk=row.access_token_id).update(created=past, updated=past)
 

@@ -20,7 +20,7 @@ from offline_access import services
 from offline_access.models import Consent, ConsentEvent
 from offline_access.validators import OfflineAccessValidator
 
-from .oauth import exchange_code, get_code, refresh
+from .oauth import exchange_code, get_code, refresh, stored
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -185,7 +185,7 @@ def _device_grant_claimed_by(cli, attacker_user):
 
 
 def _poll(cli, device_code: str):
-    get_device_grant_model().objects.filter(device_code=device_code).update(
+    get_device_grant_model().objects.filter(device_code__in=[device_code, stored(device_code)]).update(
         last_checked=timezone.now() - timedelta(seconds=60)
     )
     return Client().post(
@@ -237,7 +237,7 @@ def _race_trials(user, other_user, victim_claims):
         if response.status_code == 200:
             approved += 1
             assert allow_status == 302
-            if AccessToken.objects.get(token=response.json()["access_token"]).user != other_user:
+            if AccessToken.objects.get(token=stored(response.json()["access_token"])).user != other_user:
                 leaked += 1
     assert leaked == 0, f"the victim's tokens reached the attacker's device in {leaked} trials"
     assert not AccessToken.objects.filter(user=user).exists()
@@ -266,9 +266,9 @@ def test_device_approval_race_against_any_reassignment_while_pending(user, other
 
     def reassign_while_pending(victim, device_code, user_code):
         model = get_device_grant_model()
-        return model.objects.filter(device_code=device_code, status=model.AUTHORIZATION_PENDING).update(
-            user=user
-        )
+        return model.objects.filter(
+            device_code__in=[device_code, stored(device_code)], status=model.AUTHORIZATION_PENDING
+        ).update(user=user)
 
     _race_trials(user, other_user, reassign_while_pending)
 

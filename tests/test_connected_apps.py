@@ -24,7 +24,7 @@ from oauth2_provider.models import get_refresh_token_model
 from offline_access.models import Consent, ConsentEvent, OfflineTokenFamily
 
 from . import factories
-from .oauth import authorize_url, exchange_code, get_code, refresh
+from .oauth import authorize_url, exchange_code, get_code, refresh, stored
 from .test_consent_screen import _template_source, translated_strings
 
 #: GET /o/connected-apps/ for a logged-in user: session, user, consents, devices.
@@ -129,7 +129,7 @@ def install(browser: Client, api: Client, application) -> dict:
 
 
 def family_of(tokens: dict) -> OfflineTokenFamily:
-    token = get_refresh_token_model().objects.get(token=tokens["refresh_token"])
+    token = get_refresh_token_model().objects.get(token=stored(tokens["refresh_token"]))
     return OfflineTokenFamily.objects.get(token_family=token.token_family)
 
 
@@ -201,7 +201,7 @@ def test_list_shows_name_scopes_given_at_last_used_and_devices(browser, api, use
     second = install(browser, api, application)
     rotated = refresh(api, application, second["refresh_token"]).json()
     consent = active_consent(user, application)
-    last_refresh = get_refresh_token_model().objects.get(token=rotated["refresh_token"]).created
+    last_refresh = get_refresh_token_model().objects.get(token=stored(rotated["refresh_token"])).created
 
     response, page = show(browser)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import uuid
 from datetime import timedelta
 
@@ -23,6 +22,8 @@ from .oauth import (
     get_code,
     redirect_params,
     refresh,
+    stored,
+    stored_checksum,
     submit_consent,
 )
 
@@ -105,8 +106,8 @@ def assert_access_token_accepted(api: Client, application, access_token: str) ->
 
 
 def checksum(token: str) -> str:
-    """DOT's lookup checksum of a token value (TokenChecksumField.pre_save)."""
-    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+    """DOT's lookup checksum of an issued token (of its keyed hash, issue 9)."""
+    return stored_checksum(token)
 
 
 def add_token_families(consent: Consent, count: int) -> list[tuple[str, str]]:
@@ -131,7 +132,7 @@ def add_token_families(consent: Consent, count: int) -> list[tuple[str, str]]:
             AccessToken(
                 user=consent.user,
                 application=consent.application,
-                token=value,
+                token=stored(value),
                 token_checksum=checksum(value),
                 expires=now + timedelta(minutes=10),
                 scope=consent.scope,
@@ -144,7 +145,7 @@ def add_token_families(consent: Consent, count: int) -> list[tuple[str, str]]:
             RefreshToken(
                 user=consent.user,
                 application=consent.application,
-                token=value,
+                token=stored(value),
                 token_checksum=checksum(value),
                 access_token=access_token,
                 token_family=family,

@@ -13,7 +13,7 @@ from oauth2_provider.models import get_access_token_model, get_device_grant_mode
 from offline_access.models import Consent, ConsentEvent, OfflineTokenFamily
 
 from . import factories
-from .oauth import refresh
+from .oauth import refresh, stored
 
 DeviceGrant = get_device_grant_model()
 DEVICE_CODE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
@@ -43,7 +43,7 @@ def start(api: Client, cli, scope="openid offline_access") -> dict:
 
 def poll(api: Client, cli, device_code: str, *, wait=True):
     if wait:  # the device waited its interval since the last poll
-        DeviceGrant.objects.filter(device_code=device_code).update(
+        DeviceGrant.objects.filter(device_code=stored(device_code)).update(
             last_checked=timezone.now() - timedelta(seconds=60)
         )
     return form_post(
@@ -73,7 +73,9 @@ def test_P7_device_authorization_response_works_on_oauthlib_4(api, cli):
     started = start(api, cli)
     assert set(started) >= {"device_code", "user_code", "verification_uri", "expires_in", "interval"}
     assert started["verification_uri"].endswith("/o/device/")
-    assert DeviceGrant.objects.get(device_code=started["device_code"]).scope == "openid offline_access"
+    assert (
+        DeviceGrant.objects.get(device_code=stored(started["device_code"])).scope == "openid offline_access"
+    )
 
 
 def test_P7_approval_screen_is_the_consent_screen(browser, api, cli):
@@ -153,7 +155,10 @@ def test_rfc8628_slow_down_when_polling_faster_than_the_interval(api, cli):
     response = poll(api, cli, started["device_code"], wait=False)  # at once again
     assert (response.status_code, response.json()["error"]) == (400, "slow_down")
     # RFC 8628 3.5: the interval grows by 5 seconds for all later polls.
-    assert DeviceGrant.objects.get(device_code=started["device_code"]).interval == started["interval"] + 5
+    assert (
+        DeviceGrant.objects.get(device_code=stored(started["device_code"])).interval
+        == started["interval"] + 5
+    )
 
 
 def test_rfc8628_access_denied_after_deny(browser, api, cli):
@@ -166,7 +171,7 @@ def test_rfc8628_access_denied_after_deny(browser, api, cli):
 
 def test_rfc8628_expired_token_after_expiry(api, cli):
     started = start(api, cli)
-    DeviceGrant.objects.filter(device_code=started["device_code"]).update(
+    DeviceGrant.objects.filter(device_code=stored(started["device_code"])).update(
         expires=timezone.now() - timedelta(seconds=1)
     )
     response = poll(api, cli, started["device_code"])
@@ -176,7 +181,7 @@ def test_rfc8628_expired_token_after_expiry(api, cli):
 def test_rfc8628_approved_but_expired_code_gets_no_tokens(browser, api, cli):
     started = start(api, cli)
     approve(browser, started)
-    DeviceGrant.objects.filter(device_code=started["device_code"]).update(
+    DeviceGrant.objects.filter(device_code=stored(started["device_code"])).update(
         expires=timezone.now() - timedelta(seconds=1)
     )
     response = poll(api, cli, started["device_code"])
@@ -244,7 +249,7 @@ def cache_control(response) -> set[str]:
 
 
 def status_of(started: dict) -> str:
-    return DeviceGrant.objects.get(device_code=started["device_code"]).status
+    return DeviceGrant.objects.get(device_code=stored(started["device_code"])).status
 
 
 def claimed_by(browser: Client, started: dict) -> str:
@@ -278,7 +283,7 @@ def test_device_approval_race_victim_typing_the_code_mid_approval_gets_no_tokens
     original = policy.device_approval_scopes
 
     def victim_types_the_code_now(*args, **kwargs):
-        DeviceGrant.objects.filter(device_code=started["device_code"]).update(user=user)
+        DeviceGrant.objects.filter(device_code=stored(started["device_code"])).update(user=user)
         return original(*args, **kwargs)
 
     monkeypatch.setattr(policy, "device_approval_scopes", victim_types_the_code_now)
@@ -288,7 +293,7 @@ def test_device_approval_race_victim_typing_the_code_mid_approval_gets_no_tokens
     body = poll(api, cli, started["device_code"]).json()
     assert "access_token" not in body, body
     assert not AccessTokenModel.objects.filter(user=user).exists()
-    grant = DeviceGrant.objects.get(device_code=started["device_code"])
+    grant = DeviceGrant.objects.get(device_code=stored(started["device_code"]))
     assert grant.status == DeviceGrant.AUTHORIZATION_PENDING
     # Nor is a consent recorded for the attacker by an approval that did not happen.
     assert not Consent.objects.filter(user=other_user).exists()
@@ -303,7 +308,7 @@ def test_device_approval_after_the_code_was_reassigned_between_page_and_post(
     """The victim typed the code after the attacker's page was shown: the Allow is refused, clearly."""
     started = start(api, cli)
     confirm_url = claimed_by(attacker, started)
-    DeviceGrant.objects.filter(device_code=started["device_code"]).update(user=user)
+    DeviceGrant.objects.filter(device_code=stored(started["device_code"])).update(user=user)
 
     response = attacker.post(confirm_url, {"decision": "allow"})
 
@@ -322,7 +327,7 @@ def test_device_deny_is_bound_to_the_approver_too(attacker, api, cli, user, monk
     original = policy.device_approval_scopes
 
     def victim_types_the_code_now(*args, **kwargs):
-        DeviceGrant.objects.filter(device_code=started["device_code"]).update(user=user)
+        DeviceGrant.objects.filter(device_code=stored(started["device_code"])).update(user=user)
         return original(*args, **kwargs)
 
     monkeypatch.setattr(policy, "device_approval_scopes", victim_types_the_code_now)
@@ -345,7 +350,7 @@ def test_device_code_claimed_by_another_account_is_not_reassigned(attacker, brow
 
     assert response.status_code == 200
     assert "already being approved from another account" in response.content.decode()
-    assert DeviceGrant.objects.get(device_code=started["device_code"]).user == other_user
+    assert DeviceGrant.objects.get(device_code=stored(started["device_code"])).user == other_user
     # The first account can still decide.
     assert attacker.post(confirm_url, {"decision": "allow"}).status_code == 302
 
@@ -484,7 +489,7 @@ def test_rfc8628_5_1_wrong_codes_are_limited_per_account(api, cli, user, attempt
     assert refused.templates[0].name == "offline_access/device/rate_limited.html"
     assert "offline_access/base.html" in [template.name for template in refused.templates]
     assert "You can try again in 5 minutes." in refused.content.decode()
-    assert DeviceGrant.objects.get(device_code=started["device_code"]).user is None
+    assert DeviceGrant.objects.get(device_code=stored(started["device_code"])).user is None
     # The same account from another address is limited too; the address is not.
     assert guess(browser_at(user, "198.51.100.7"), started["user_code"]).status_code == 429
 
@@ -531,7 +536,7 @@ def test_rfc8628_5_1_the_limit_lifts_after_the_window(api, cli, user, attempt_li
     clock(61)
     response = guess(guesser, started["user_code"])
     assert response.status_code == 302
-    assert DeviceGrant.objects.get(device_code=started["device_code"]).user == user
+    assert DeviceGrant.objects.get(device_code=stored(started["device_code"])).user == user
 
 
 def test_rfc8628_5_1_successful_entries_do_not_count(api, cli, user, attempt_limit):

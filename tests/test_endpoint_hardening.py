@@ -28,7 +28,7 @@ from offline_access.views import OfflineAccessAuthorizationView
 
 from . import factories
 from .factories import CLIENT_SECRET, PASSWORD
-from .oauth import VERIFIER, authorize_url, client_auth, exchange_code, get_code, refresh
+from .oauth import VERIFIER, authorize_url, client_auth, exchange_code, get_code, refresh, stored
 
 STARS = "*" * 20
 
@@ -150,7 +150,7 @@ def test_error_report_of_a_device_poll_hides_the_device_code(reporting, user):
     )
     device_code = "device-code-that-is-a-secret-0123456789"
     get_device_grant_model().objects.create(
-        device_code=device_code,
+        device_code=stored(device_code),
         user_code="ABCD1234",
         client_id=application.client_id,
         expires=timezone.now() + timedelta(minutes=10),

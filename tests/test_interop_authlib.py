@@ -15,7 +15,6 @@ for a confidential web client (client_secret_basic) and a public native client
 from __future__ import annotations
 
 import gc
-import hashlib
 import threading
 from datetime import timedelta
 from html.parser import HTMLParser
@@ -35,6 +34,7 @@ from oauth2_provider.models import get_device_grant_model, get_refresh_token_mod
 from offline_access.models import Consent
 
 from . import factories
+from .oauth import stored, stored_checksum
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -295,7 +295,7 @@ def refresh_error(session: OAuth2Session, provider: Provider, refresh_token: str
 
 
 def refresh_token_row(token: str):
-    return RefreshToken.objects.get(token_checksum=hashlib.sha256(token.encode()).hexdigest())
+    return RefreshToken.objects.get(token_checksum=stored_checksum(token))
 
 
 # Discovery -----------------------------------------------------------------------------
@@ -550,7 +550,7 @@ def start_device_flow(provider: Provider, session: OAuth2Session) -> dict:
 
 def poll(provider: Provider, session: OAuth2Session, device_code: str):
     # The device waited its interval since the last poll.
-    DeviceGrant.objects.filter(device_code=device_code).update(
+    DeviceGrant.objects.filter(device_code=stored(device_code)).update(
         last_checked=timezone.now() - timedelta(seconds=60)
     )
     return session.fetch_token(provider.token_endpoint, grant_type=DEVICE_CODE_GRANT, device_code=device_code)

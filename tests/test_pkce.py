@@ -14,7 +14,7 @@ import pytest
 from django.test import override_settings
 from oauth2_provider.models import get_grant_model
 
-from .oauth import VERIFIER, authorize_url, exchange_code, get_code, redirect_params, submit_consent
+from .oauth import VERIFIER, authorize_url, exchange_code, get_code, redirect_params, stored, submit_consent
 
 Grant = get_grant_model()
 
@@ -103,7 +103,7 @@ def test_plain_is_refused_even_behind_dot_s_own_authorization_view(browser, appl
 
 def test_s256_still_works_end_to_end(browser, api, application):
     code = get_code(browser, application, prompt="consent")
-    assert Grant.objects.get(code=code).code_challenge_method == "S256"
+    assert Grant.objects.get(code=stored(code)).code_challenge_method == "S256"
     assert "refresh_token" in exchange_code(api, application, code).json()
 
 

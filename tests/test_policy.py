@@ -7,7 +7,6 @@ directly, for response types the example site cannot serve end to end.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from datetime import timedelta
 from types import SimpleNamespace
@@ -36,6 +35,8 @@ from .oauth import (
     get_code,
     redirect_params,
     refresh,
+    stored,
+    stored_checksum,
     submit_consent,
 )
 
@@ -58,7 +59,7 @@ RESTRICTED_CLIENT_ID = "no-offline-client"
 
 
 def checksum(raw_token: str) -> str:
-    return hashlib.sha256(raw_token.encode()).hexdigest()
+    return stored_checksum(raw_token)
 
 
 def refresh_token_row(raw_token: str):
@@ -216,7 +217,7 @@ def test_P2_dropped_silently_without_prompt_consent_or_enduring_consent(browser,
     params = redirect_params(submit_consent(browser, url, screen))
     assert "error" not in params
     assert params["state"] == "state-123"
-    assert Grant.objects.get(code=params["code"]).scope == "openid"
+    assert Grant.objects.get(code=stored(params["code"])).scope == "openid"
     assert not Consent.objects.exists()
     body = assert_no_refresh_token(exchange_code(api, application, params["code"]))
     assert token_scopes(body) == {"openid"}
@@ -230,7 +231,7 @@ def test_P2_kept_with_prompt_consent_and_allow(browser, api, application, user):
     assert OFFLINE_NOTICE.encode() in screen.content
 
     params = redirect_params(submit_consent(browser, url, screen))
-    assert set(Grant.objects.get(code=params["code"]).scope.split()) == {"openid", OFFLINE}
+    assert set(Grant.objects.get(code=stored(params["code"])).scope.split()) == {"openid", OFFLINE}
     # The consent is on record before the code is exchanged (OIDC Core 11).
     consent = Consent.objects.get(user=user, application=application)
     assert consent.kind == Consent.Kind.INTERACTIVE
@@ -265,7 +266,7 @@ def test_P2_dropped_with_expired_enduring_consent(browser, api, application, use
         user=user, application=application, expires_at=timezone.now() - timedelta(minutes=1)
     )
     code = get_code(browser, application, scope="openid offline_access")
-    assert Grant.objects.get(code=code).scope == "openid"
+    assert Grant.objects.get(code=stored(code)).scope == "openid"
     assert_no_refresh_token(exchange_code(api, application, code))
 
 
@@ -274,7 +275,7 @@ def test_P2_dropped_with_revoked_enduring_consent(browser, api, application, end
         Consent.objects.filter(pk=enduring_consent.pk), reason="Contract ended", via=ConsentEvent.Via.ADMIN
     )
     code = get_code(browser, application, scope="openid offline_access")
-    assert Grant.objects.get(code=code).scope == "openid"
+    assert Grant.objects.get(code=stored(code)).scope == "openid"
     assert_no_refresh_token(exchange_code(api, application, code))
 
 
@@ -297,7 +298,7 @@ def test_P2_enduring_consent_expired_before_code_exchange_gives_no_refresh_token
     # The code was issued under the enduring consent, which expires before the client
     # exchanges it: no consent is in force when the refresh token would be returned.
     code = get_code(browser, application, scope="openid offline_access")
-    assert OFFLINE in Grant.objects.get(code=code).scope.split()
+    assert OFFLINE in Grant.objects.get(code=stored(code)).scope.split()
     Consent.objects.filter(pk=enduring_consent.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
     response = exchange_code(api, application, code)
     if response.status_code == 200:
@@ -327,7 +328,7 @@ def test_P2_dropped_when_client_may_not_have_offline_access(browser, api, restri
     assert OFFLINE_NOTICE.encode() not in screen.content
     params = redirect_params(submit_consent(browser, url, screen))
     assert "error" not in params  # silently dropped, not invalid_scope
-    assert Grant.objects.get(code=params["code"]).scope == "openid"
+    assert Grant.objects.get(code=stored(params["code"])).scope == "openid"
     assert not Consent.objects.exists()
     body = assert_no_refresh_token(exchange_code(api, restricted_application, params["code"]))
     assert token_scopes(body) == {"openid"}
@@ -378,7 +379,7 @@ def test_P2_kept_for_hybrid_response_type_returning_a_code(browser, api, hybrid_
     assert screen.context["offline_access"] is True
     params = fragment_params(submit_consent(browser, url, screen))
     assert "id_token" in params
-    assert set(Grant.objects.get(code=params["code"]).scope.split()) == {"openid", OFFLINE}
+    assert set(Grant.objects.get(code=stored(params["code"])).scope.split()) == {"openid", OFFLINE}
     assert Consent.objects.filter(user=user, application=hybrid_application).exists()
 
 
@@ -529,7 +530,7 @@ def test_P3_tampered_post_fields_cannot_add_offline_access(browser, api, applica
     )
     params = redirect_params(response)
     assert response["Location"].startswith(application.redirect_uris)
-    grant = Grant.objects.get(code=params["code"])
+    grant = Grant.objects.get(code=stored(params["code"]))
     assert grant.application == application
     assert grant.scope == "openid"
     assert not Consent.objects.exists()
@@ -542,7 +543,7 @@ def test_P3_tampered_query_string_on_post_is_ignored(browser, api, application):
     screen = browser.get(url)
     tampered_url = authorize_url(application, scope="openid offline_access", prompt="consent")
     params = redirect_params(submit_consent(browser, tampered_url, screen))
-    assert Grant.objects.get(code=params["code"]).scope == "openid"
+    assert Grant.objects.get(code=stored(params["code"])).scope == "openid"
     assert not Consent.objects.exists()
     assert_no_refresh_token(exchange_code(api, application, params["code"]))
 
@@ -691,7 +692,7 @@ def test_P4_prompt_none_with_enduring_consent_gets_refresh_token(browser, api, s
     params = redirect_params(
         browser.get(authorize_url(skip_application, scope="openid offline_access", prompt="none"))
     )
-    assert set(Grant.objects.get(code=params["code"]).scope.split()) == {"openid", OFFLINE}
+    assert set(Grant.objects.get(code=stored(params["code"])).scope.split()) == {"openid", OFFLINE}
     body = exchange_code(api, skip_application, params["code"]).json()
     assert "refresh_token" in body
     family = family_of(body["refresh_token"])
@@ -705,7 +706,7 @@ def test_P4_prompt_none_without_enduring_consent_gets_code_but_no_refresh_token(
         browser.get(authorize_url(skip_application, scope="openid offline_access", prompt="none"))
     )
     assert "error" not in params
-    assert Grant.objects.get(code=params["code"]).scope == "openid"
+    assert Grant.objects.get(code=stored(params["code"])).scope == "openid"
     body = assert_no_refresh_token(exchange_code(api, skip_application, params["code"]))
     assert token_scopes(body) == {"openid"}
 

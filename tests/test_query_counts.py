@@ -22,8 +22,12 @@ from oauth2_provider.views.mixins import OAuthLibMixin
 from .oauth import authorize_url, consent_form_data, exchange_code, get_code, refresh
 
 #: POST /o/token/ exchanging a code granted with offline_access (issues a refresh token).
-CODE_EXCHANGE_QUERIES = 20
-#: POST /o/token/ with a refresh token, rotation on (issues a new pair).
+#: One fewer than before tokens were hashed at rest (issue 9): DOT's token view looked
+#: the issued access token up again for its app_authorized signal; the validator hands it over.
+CODE_EXCHANGE_QUERIES = 19
+#: POST /o/token/ with a refresh token, rotation on (issues a new pair). With a grace
+#: period (the tests run the example site's 30 s) this includes the INSERT of the sealed
+#: successor pair (issue 9), paid for by the signal's lookup saved as above.
 REFRESH_QUERIES = 24
 #: GET /o/authorize/ rendering the consent screen for a logged-in user.
 CONSENT_SCREEN_QUERIES = 5
@@ -113,7 +117,9 @@ def test_refresh_query_count(browser, api, application, django_assert_num_querie
 
 def test_code_exchange_costs_at_most_one_query_more_than_stock_dot(browser, api, application):
     ours_code = get_code(browser, application, prompt="consent")
-    stock_code = get_code(browser, application, prompt="consent")
+    with stock_dot():
+        # Stock DOT cannot read a code stored as a keyed hash: it issues its own.
+        stock_code = get_code(browser, application, prompt="consent")
 
     ours, response = count_queries(lambda: exchange_code(api, application, ours_code))
     assert response.status_code == 200, response.content
@@ -129,8 +135,8 @@ def test_code_exchange_costs_at_most_one_query_more_than_stock_dot(browser, api,
 
 def test_refresh_costs_at_most_one_query_more_than_stock_dot(browser, api, application):
     ours_tokens = offline_tokens(browser, api, application)
-    stock_code = get_code(browser, application, prompt="consent")
     with stock_dot():
+        stock_code = get_code(browser, application, prompt="consent")
         stock_tokens = exchange_code(api, application, stock_code).json()
 
     ours, response = count_queries(lambda: refresh(api, application, ours_tokens["refresh_token"]))
