@@ -29,6 +29,17 @@ def native_application(db):
 
 
 @pytest.fixture
+def cli(db):
+    """A command-line tool: public client using the device grant (RFC 8628)."""
+    return factories.PublicApplicationFactory(
+        name="Deploy CLI",
+        client_id="deploy-cli",
+        authorization_grant_type="urn:ietf:params:oauth:grant-type:device_code",
+        redirect_uris="",
+    )
+
+
+@pytest.fixture
 def browser(user) -> Client:
     """A browser session in which ``user`` is logged in."""
     client = Client()

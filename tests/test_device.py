@@ -19,17 +19,6 @@ DeviceGrant = get_device_grant_model()
 DEVICE_CODE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 
 
-@pytest.fixture
-def cli(db):
-    """A command-line tool: public client using the device grant."""
-    return factories.PublicApplicationFactory(
-        name="Deploy CLI",
-        client_id="deploy-cli",
-        authorization_grant_type=DEVICE_CODE_GRANT,
-        redirect_uris="",
-    )
-
-
 def form_post(client: Client, url: str, data: dict):
     """A form POST as RFC 8628 requires (application/x-www-form-urlencoded)."""
     return client.post(url, urlencode(data), content_type="application/x-www-form-urlencoded")

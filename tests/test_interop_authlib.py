@@ -108,17 +108,6 @@ def native_app(native_application):
     return native_application
 
 
-@pytest.fixture
-def cli(db):
-    """A command-line tool: public client using the device grant."""
-    return factories.PublicApplicationFactory(
-        name="Deploy CLI",
-        client_id="deploy-cli",
-        authorization_grant_type=DEVICE_CODE_GRANT,
-        redirect_uris="",
-    )
-
-
 @pytest.fixture(params=["web", "native"])
 def client_app(request, web_app, native_app):
     """Each code-flow test runs for the web client and for the native app."""

@@ -39,7 +39,6 @@ from oauth2_provider.views.device import (
 from offline_access import token_storage
 from offline_access.models import SealedSuccessorPair
 
-from . import factories
 from .oauth import client_auth, exchange_code, get_code, refresh, stored
 
 AccessToken = get_access_token_model()
@@ -47,16 +46,6 @@ RefreshToken = get_refresh_token_model()
 Grant = get_grant_model()
 DeviceGrant = get_device_grant_model()
 DEVICE_CODE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
-
-
-@pytest.fixture
-def cli(db):
-    return factories.PublicApplicationFactory(
-        name="Deploy CLI",
-        client_id="deploy-cli",
-        authorization_grant_type=DEVICE_CODE_GRANT,
-        redirect_uris="",
-    )
 
 
 def userinfo(api: Client, access_token: str):
