@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import secrets
+from html.parser import HTMLParser
 from urllib.parse import parse_qs, urlencode, urlparse
 
 from django.test import Client
@@ -108,3 +109,21 @@ def stored_checksum(value: str) -> str:
     from offline_access import token_storage
 
     return token_storage.checksum(token_storage.stored_value(value))
+
+
+class _HiddenInputs(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.values: dict[str, str] = {}
+
+    def handle_starttag(self, tag, attrs):
+        attributes = dict(attrs)
+        if tag == "input" and attributes.get("type") == "hidden" and attributes.get("name"):
+            self.values[attributes["name"]] = attributes.get("value") or ""
+
+
+def hidden_inputs(html: str) -> dict[str, str]:
+    """The hidden fields of a page's forms, as a browser would post them."""
+    parser = _HiddenInputs()
+    parser.feed(html)
+    return parser.values

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import threading
 import time
-from html.parser import HTMLParser
 
 import pytest
 import requests
@@ -35,7 +34,7 @@ from oauth2_provider.models import get_access_token_model, get_refresh_token_mod
 from offline_access.models import Consent, ConsentEvent, OfflineTokenFamily
 
 from . import factories
-from .oauth import authorize_url, client_auth, exchange_code, get_code
+from .oauth import authorize_url, client_auth, exchange_code, get_code, hidden_inputs
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -146,23 +145,6 @@ def refresh_chain(base_url: str, application, refresh_token: str) -> list[tuple[
             break
         refresh_token = body["refresh_token"]
     return answers
-
-
-class _HiddenInputs(HTMLParser):
-    def __init__(self):
-        super().__init__()
-        self.values: dict[str, str] = {}
-
-    def handle_starttag(self, tag, attrs):
-        attributes = dict(attrs)
-        if tag == "input" and attributes.get("type") == "hidden" and attributes.get("name"):
-            self.values[attributes["name"]] = attributes.get("value") or ""
-
-
-def hidden_inputs(html: str) -> dict[str, str]:
-    parser = _HiddenInputs()
-    parser.feed(html)
-    return parser.values
 
 
 class Browser:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import gc
 import threading
 from datetime import timedelta
-from html.parser import HTMLParser
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -34,7 +33,7 @@ from oauth2_provider.models import get_device_grant_model, get_refresh_token_mod
 from offline_access.models import Consent
 
 from . import factories
-from .oauth import stored, stored_checksum
+from .oauth import hidden_inputs, stored, stored_checksum
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -174,23 +173,6 @@ def resource_server(web_app) -> OAuth2Session:
 # The user's part, on Django's test client -------------------------------------------
 
 
-class _HiddenInputs(HTMLParser):
-    def __init__(self):
-        super().__init__()
-        self.values: dict[str, str] = {}
-
-    def handle_starttag(self, tag, attrs):
-        attributes = dict(attrs)
-        if tag == "input" and attributes.get("type") == "hidden" and attributes.get("name"):
-            self.values[attributes["name"]] = attributes.get("value") or ""
-
-
-def hidden_inputs(response) -> dict[str, str]:
-    parser = _HiddenInputs()
-    parser.feed(response.content.decode())
-    return parser.values
-
-
 def approve_in_browser(browser: Client, authorization_url: str, provider: Provider, *, offline_notice: bool):
     """Open the authorization URL, check the screen, press Allow; return the redirect Location."""
     assert authorization_url.startswith(provider.authorization_endpoint + "?")
@@ -201,7 +183,7 @@ def approve_in_browser(browser: Client, authorization_url: str, provider: Provid
     assert screen.context["offline_access"] is offline_notice
     assert ("Access while you are away" in screen.content.decode()) is offline_notice
     # The form posts back to the same URL; only the signed request and the button count.
-    signed = hidden_inputs(screen)["request"]
+    signed = hidden_inputs(screen.content.decode())["request"]
     response = browser.post(path, {"request": signed, "decision": "allow"})
     assert response.status_code == 302, response.content[:500]
     return response["Location"]
