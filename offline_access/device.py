@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from django import forms
 from django.contrib.auth.mixins import LoginRequiredMixin
@@ -34,6 +35,7 @@ from oauth2_provider.models import (
     get_device_grant_model,
 )
 from oauth2_provider.scopes import get_scopes_backend
+from oauth2_provider.settings import oauth2_settings
 from oauth2_provider.signals import app_authorized
 from oauth2_provider.views import TokenView
 from oauth2_provider.views.device import (
@@ -42,8 +44,9 @@ from oauth2_provider.views.device import (
     DeviceGrantStatusView,
     DeviceUserCodeView,
 )
+from oauthlib.openid.connect.core.grant_types.base import GrantTypeBase as OpenIDGrantTypeBase
 
-from . import OFFLINE_ACCESS_SCOPE, policy, ratelimit, services, token_storage
+from . import OFFLINE_ACCESS_SCOPE, hardening, policy, ratelimit, services, token_storage
 from .conf import settings
 from .forms import DeviceDecisionForm
 from .validators import DEVICE_CODE_GRANT, client_may_have_offline_access
@@ -74,30 +77,85 @@ class OfflineAccessDeviceAuthorizationView(DeviceAuthorizationView):
         return response
 
     def _post(self, request, *args, **kwargs):
-        if not request.POST.get("client_id"):
+        client_id = request.POST.get("client_id")
+        basic_client_id = hardening.basic_client_id(request)
+        if basic_client_id is not None:
+            response = self._identify_basic_client(request, client_id, basic_client_id)
+            if response is None:
+                response = super().post(request, *args, **kwargs)
+        elif not client_id:
             # oauthlib also reads the query string, DOT then only the body: a
             # client_id in the query alone passed oauthlib and raised in DOT (500).
             # RFC 8628 3.1 puts the parameters in the form-encoded body.
-            response = JsonResponse(
-                {
-                    "error": "invalid_request",
-                    "error_description": "Send client_id in the form-encoded request body.",
-                },
-                status=400,
+            response = hardening.oauth_error(
+                "invalid_request",
+                "Send client_id in the form-encoded request body, or authenticate with HTTP Basic.",
             )
         else:
             response = super().post(request, *args, **kwargs)
+        if response.status_code == 401:
+            # RFC 6749 5.2: the challenge names the scheme the client authenticates
+            # with here (oauthlib's says Bearer, which this endpoint does not take).
+            response["WWW-Authenticate"] = _BASIC_CHALLENGE
         # RFC 8628 3.2 / RFC 6749 5.1: the answer carries the device_code.
-        response["Cache-Control"] = "no-store"
-        response["Pragma"] = "no-cache"
-        return response
+        return hardening.forbid_caching(response)
+
+    def _identify_basic_client(self, request, client_id: str | None, basic_client_id: str):
+        """RFC 8628 3.1 / RFC 6749 2.3.1: a client authenticating with HTTP Basic.
+
+        oauthlib's device endpoint wants ``client_id`` in the body before it
+        authenticates the client, and DOT's view reads it from there: the Basic
+        credentials' client_id is put there (DOT's validator then checks the
+        secret, as at the token endpoint). Returns the error response when the
+        request cannot be served, else None.
+        """
+        if client_id and client_id != basic_client_id:
+            # RFC 6749 2.3: one authentication method per request; a body naming
+            # another client would make DOT fall back to that client.
+            return _client_authentication_failed()
+        if not get_application_model().objects.filter(client_id=basic_client_id).exists():
+            # oauthlib would answer invalid_request (unknown client_id); a failed
+            # authentication is invalid_client (RFC 6749 5.2), worded as for a wrong secret.
+            return _client_authentication_failed()
+        if not client_id:
+            body = request.POST.copy()
+            body["client_id"] = basic_client_id
+            request.POST = body
+        return None
 
     def create_device_authorization_response(self, request):
         headers, response, status = super().create_device_authorization_response(request)
         if status == 200 and isinstance(response, dict):
             known = {spec.name for spec in dataclasses.fields(DeviceCodeResponse)}
             response = {key: value for key, value in response.items() if key in known}
+            # A site's OAUTH_DEVICE_VERIFICATION_URI_COMPLETE (DOT's setting) wins.
+            if not response.get("verification_uri_complete") and response.get("verification_uri"):
+                response["verification_uri_complete"] = verification_uri_complete(
+                    response["verification_uri"], response["user_code"]
+                )
         return headers, response, status
+
+
+_BASIC_CHALLENGE = 'Basic realm="oauth"'
+
+
+def _client_authentication_failed():
+    return hardening.oauth_error(
+        "invalid_client", "Client authentication failed.", status=401, challenge=_BASIC_CHALLENGE
+    )
+
+
+def verification_uri_complete(verification_uri: str, user_code: str) -> str:
+    """RFC 8628 3.2: the verification URI with the user code in its query (for QR codes).
+
+    The configured URI's own query and fragment are kept as they are; a
+    ``user_code`` already in it is replaced. The code entry page prefills its
+    field from this parameter and waits for the user to confirm (RFC 8628 5.4).
+    """
+    parts = urlsplit(verification_uri)
+    kept = [part for part in parts.query.split("&") if part and part.split("=", 1)[0] != "user_code"]
+    query = "&".join([*kept, urlencode({"user_code": user_code})])
+    return urlunsplit(parts._replace(query=query))
 
 
 @method_decorator(csrf_exempt, name="dispatch")
@@ -111,6 +169,17 @@ class OfflineAccessTokenView(TokenView):
     grant and :meth:`OfflineAccessValidator.validate_device_code`. Unknown codes are
     answered before DOT's pre-token hook, which would raise on them.
     """
+
+    @classmethod
+    def get_server(cls):
+        """DOT's oauthlib server, with the device grant's token response carrying an id_token."""
+        server = super().get_server()
+        if oauth2_settings.OIDC_ENABLED:
+            grant_types = server.grant_types
+            device_grant = grant_types.get(DEVICE_CODE_GRANT)
+            if device_grant is not None and not isinstance(device_grant, OpenIDDeviceCodeGrant):
+                grant_types[DEVICE_CODE_GRANT] = OpenIDDeviceCodeGrant(device_grant)
+        return server
 
     def post(self, request, *args, **kwargs):
         if request.POST.get("grant_type") == DEVICE_CODE_GRANT:
@@ -167,6 +236,49 @@ class OfflineAccessTokenView(TokenView):
         for key, value in headers.items():
             response[key] = value
         return response
+
+
+class OpenIDDeviceCodeGrant(OpenIDGrantTypeBase):
+    """oauthlib's device grant (RFC 8628 3.4-3.5), with an id_token when ``openid`` was granted.
+
+    OpenID Connect defines no device flow, but relying parties (openid-client)
+    expect an id_token for an ``openid`` scope whatever the grant, as the code
+    flow gives. oauthlib's OpenID ``Server`` registers the plain OAuth 2 device
+    grant, whose token response runs no token modifiers, so DOT's
+    ``finalize_id_token`` is never reached. This wraps that grant the way
+    oauthlib's OpenID refresh grant wraps its OAuth 2 one, and adds the id_token
+    right after the access token is made, before ``save_token``, where the code
+    flow adds it: DOT then signs it, stores its ``IDToken`` and links it to the
+    access token. No nonce (the device sent none); ``at_hash`` as in the code flow.
+    """
+
+    def __init__(self, device_grant):
+        self.proxy_target = device_grant
+
+    def create_token_response(self, request, token_handler):
+        return self.proxy_target.create_token_response(request, _AddingIdToken(token_handler, self))
+
+    def add_id_token(self, token, token_handler, request, nonce=None):
+        if not getattr(request.client, "algorithm", ""):
+            # Registered with "No OIDC support": DOT cannot sign for it (it would
+            # raise); the client gets the OAuth 2 answer.
+            return token
+        return super().add_id_token(token, token_handler, request, nonce=nonce)
+
+
+class _AddingIdToken:
+    """A token handler that hands each token it makes to the grant's ``add_id_token``."""
+
+    def __init__(self, token_handler, grant: OpenIDDeviceCodeGrant):
+        self._token_handler = token_handler
+        self._grant = grant
+
+    def create_token(self, request, *args, **kwargs):
+        token = self._token_handler.create_token(request, *args, **kwargs)
+        return self._grant.add_id_token(token, self._token_handler, request)
+
+    def __getattr__(self, name):
+        return getattr(self._token_handler, name)
 
 
 def _token_error(error: str, description: str) -> JsonResponse:
@@ -237,6 +349,17 @@ class OfflineAccessDeviceUserCodeView(DeviceUserCodeView):
     template_name = "offline_access/device/user_code.html"
     rate_limited_template_name = "offline_access/device/rate_limited.html"
     form_class = UserCodeForm
+
+    def get_context_data(self, **kwargs):
+        context = super().get_context_data(**kwargs)
+        # RFC 8628 3.3.1: a code that came with the link (verification_uri_complete)
+        # is shown for the user to compare with the device's, and only submitted
+        # when the user confirms (RFC 8628 5.4). Nothing is looked up on GET, so
+        # opening such a link is no attempt and no way around the limit (5.1).
+        context["code_from_link"] = not context["form"].is_bound and bool(
+            context["form"]["user_code"].value()
+        )
+        return context
 
     def get_success_url(self):
         # The code as typed: the grant keeps only its hash (issue 9).

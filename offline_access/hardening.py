@@ -106,6 +106,21 @@ def malformed_basic_credentials(request: HttpRequest) -> str | None:
     return None
 
 
+def basic_client_id(request: HttpRequest) -> str | None:
+    """The client_id of well-formed HTTP Basic client credentials (RFC 6749 2.3.1), or None.
+
+    Only identifies the client; the secret is checked by DOT's validator.
+    """
+    if malformed_basic_credentials(request):
+        return None
+    header = request.META.get("HTTP_AUTHORIZATION", "")
+    scheme, _, credentials = header.strip().partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    decoded = base64.b64decode(credentials.strip().encode("ascii"), validate=True).decode("utf-8")
+    return unquote_plus(decoded.partition(":")[0])
+
+
 def refuse_malformed_basic_credentials(view: View) -> View:
     """401 invalid_client for Basic credentials no client could have sent (RFC 6749 5.2)."""
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import time
 from datetime import timedelta
 from urllib.parse import urlencode
 
@@ -30,11 +32,16 @@ def start(api: Client, cli, scope="openid offline_access") -> dict:
     return response.json()
 
 
+def waited(device_code: str) -> None:
+    """The device waited its interval since the last poll."""
+    DeviceGrant.objects.filter(device_code=stored(device_code)).update(
+        last_checked=timezone.now() - timedelta(seconds=60)
+    )
+
+
 def poll(api: Client, cli, device_code: str, *, wait=True):
-    if wait:  # the device waited its interval since the last poll
-        DeviceGrant.objects.filter(device_code=stored(device_code)).update(
-            last_checked=timezone.now() - timedelta(seconds=60)
-        )
+    if wait:
+        waited(device_code)
     return form_post(
         api,
         "/o/token/",
@@ -533,3 +540,404 @@ def test_rfc8628_5_1_successful_entries_do_not_count(api, cli, user, attempt_lim
     for _ in range(attempt_limit + 2):
         enter_code(browser, start(api, cli)["user_code"])
     assert guess(browser).status_code == 200
+
+
+# Issue 10: standards --------------------------------------------------------------------
+#
+# RFC 8628 3.2 verification_uri_complete -------------------------------------------------
+
+
+def path_of(uri: str) -> str:
+    """What the test client requests for an absolute URI of the site (path and query)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(uri)
+    return parts.path + (f"?{parts.query}" if parts.query else "")
+
+
+def code_field_value(page) -> str:
+    """The value the user-code field is rendered with."""
+    return page.context["form"]["user_code"].value() or ""
+
+
+def test_rfc8628_3_2_verification_uri_complete_carries_the_user_code(api, cli):
+    from urllib.parse import parse_qs, urlsplit
+
+    started = start(api, cli)
+    complete = urlsplit(started["verification_uri_complete"])
+    plain = urlsplit(started["verification_uri"])
+    assert (complete.scheme, complete.netloc, complete.path) == (plain.scheme, plain.netloc, plain.path)
+    assert parse_qs(complete.query) == {"user_code": [started["user_code"]]}
+
+
+@pytest.mark.parametrize(
+    ("verification_uri", "user_code", "expected"),
+    [
+        ("https://id.example/device", "ABCD-EFGH", "https://id.example/device?user_code=ABCD-EFGH"),
+        # An existing query is kept as it is, the code appended.
+        (
+            "https://id.example/device?lang=fr&x=a%20b",
+            "WDJB",
+            "https://id.example/device?lang=fr&x=a%20b&user_code=WDJB",
+        ),
+        # Characters a custom OAUTH_DEVICE_USER_CODE_GENERATOR may produce are encoded.
+        ("https://id.example/d/", "a b&c=d+é", "https://id.example/d/?user_code=a+b%26c%3Dd%2B%C3%A9"),
+        # A fragment stays last.
+        ("https://id.example/d#top", "X1", "https://id.example/d?user_code=X1#top"),
+        # A user_code already in the configured URI is replaced, not doubled.
+        ("https://id.example/d?user_code=OLD&a=1", "NEW", "https://id.example/d?a=1&user_code=NEW"),
+    ],
+)
+def test_rfc8628_3_2_verification_uri_complete_encoding(verification_uri, user_code, expected):
+    from offline_access.device import verification_uri_complete
+
+    assert verification_uri_complete(verification_uri, user_code) == expected
+
+
+def test_rfc8628_3_2_verification_uri_complete_respects_the_configured_query(api, cli, dot_settings):
+    from urllib.parse import parse_qs, urlsplit
+
+    dot_settings(OAUTH_DEVICE_VERIFICATION_URI="https://id.example/o/device/?lang=fr")
+    started = start(api, cli)
+    assert started["verification_uri"] == "https://id.example/o/device/?lang=fr"
+    query = parse_qs(urlsplit(started["verification_uri_complete"]).query)
+    assert query == {"lang": ["fr"], "user_code": [started["user_code"]]}
+
+
+def test_rfc8628_3_2_a_site_setting_for_verification_uri_complete_wins(api, cli, dot_settings):
+    dot_settings(OAUTH_DEVICE_VERIFICATION_URI_COMPLETE=lambda code: f"https://qr.example/{code}")
+    started = start(api, cli)
+    assert started["verification_uri_complete"] == f"https://qr.example/{started['user_code']}"
+
+
+def test_rfc8628_3_3_1_verification_uri_complete_prefills_the_code_for_a_logged_in_user(browser, api, cli):
+    started = start(api, cli)
+
+    page = browser.get(path_of(started["verification_uri_complete"]))
+
+    assert page.status_code == 200
+    assert page.templates[0].name == "offline_access/device/user_code.html"
+    assert code_field_value(page) == started["user_code"]
+    html = page.content.decode()
+    assert f'value="{started["user_code"]}"' in html
+    # RFC 8628 3.3.1: the user is asked to compare it with the code on the device.
+    assert "Check that this code matches the one your device" in html
+    # RFC 8628 5.4: nothing is submitted for the user: the code is not claimed.
+    assert DeviceGrant.objects.get(device_code=stored(started["device_code"])).user is None
+    # The user confirms: the same POST as typing it.
+    assert enter_code(browser, code_field_value(page)).startswith("/o/device-confirm/")
+
+
+def test_rfc8628_3_3_1_anonymous_visit_logs_in_and_comes_back_with_the_code(api, cli, user):
+    from urllib.parse import parse_qs, urlsplit
+
+    from .factories import PASSWORD
+
+    started = start(api, cli)
+    visitor = Client()
+
+    to_login = visitor.get(path_of(started["verification_uri_complete"]))
+    assert to_login.status_code == 302
+    login_url = to_login["Location"]
+    assert urlsplit(login_url).path == "/accounts/login/"
+    next_url = parse_qs(urlsplit(login_url).query)["next"][0]
+
+    logged_in = visitor.post(login_url, {"username": user.username, "password": PASSWORD})
+    assert logged_in.status_code == 302
+    assert logged_in["Location"] == next_url
+    page = visitor.get(logged_in["Location"])
+
+    assert page.status_code == 200
+    assert code_field_value(page) == started["user_code"]
+    assert DeviceGrant.objects.get(device_code=stored(started["device_code"])).user is None
+
+
+def test_rfc8628_5_1_prefilled_codes_are_not_attempts_and_do_not_bypass_the_limit(
+    api, cli, user, attempt_limit
+):
+    started = start(api, cli)
+    browser = browser_at(user, "192.0.2.60")
+    # Opening pages with wrong codes in the query is not an attempt: nothing is checked.
+    for _ in range(attempt_limit + 2):
+        page = browser.get("/o/device/?" + urlencode({"user_code": "WRONG000"}))
+        assert page.status_code == 200
+    assert guess(browser).status_code == 200  # still allowed to try
+    for _ in range(attempt_limit - 1):
+        guess(browser)
+
+    # Limited now: the right code in the query is shown, but neither claims nor checks anything...
+    page = browser.get(path_of(start(api, cli)["verification_uri_complete"]))
+    assert page.status_code == 200
+    assert DeviceGrant.objects.filter(user__isnull=False).count() == 0
+    # ...and confirming it is refused like any entry.
+    assert guess(browser, started["user_code"]).status_code == 429
+    assert DeviceGrant.objects.get(device_code=stored(started["device_code"])).user is None
+
+
+def test_prefilled_user_code_is_escaped(browser):
+    page = browser.get("/o/device/?" + urlencode({"user_code": '"><script>alert(1)</script>'}))
+    assert page.status_code == 200
+    assert "<script>alert(1)</script>" not in page.content.decode()
+    assert "&quot;&gt;&lt;script&gt;" in page.content.decode()
+
+
+# RFC 8628 3.1 / RFC 6749 2.3.1: confidential clients authenticate with HTTP Basic ----------
+
+
+@pytest.fixture
+def tv(db):
+    """A confidential client using the device grant (a set-top box with a provisioned secret)."""
+    return factories.ApplicationFactory(
+        name="Living-room TV",
+        client_id="living-room-tv",
+        authorization_grant_type=DEVICE_CODE_GRANT,
+        redirect_uris="",
+    )
+
+
+def basic(client_id: str, secret: str) -> dict:
+    """RFC 6749 2.3.1: form-encode both parts, then base64 (as the test client's extra header)."""
+    import base64
+    from urllib.parse import quote_plus
+
+    pair = f"{quote_plus(client_id)}:{quote_plus(secret)}".encode()
+    return {"HTTP_AUTHORIZATION": "Basic " + base64.b64encode(pair).decode()}
+
+
+def form_post_with(client: Client, url: str, data: dict, **headers):
+    return client.post(url, urlencode(data), content_type="application/x-www-form-urlencoded", **headers)
+
+
+def test_rfc8628_3_1_confidential_client_authenticates_with_basic(api, browser, tv, user):
+    from .factories import CLIENT_SECRET
+
+    response = form_post_with(
+        api,
+        "/o/device-authorization/",
+        {"scope": "openid offline_access"},
+        **basic(tv.client_id, CLIENT_SECRET),
+    )
+    assert response.status_code == 200, response.content
+    started = response.json()
+    grant = DeviceGrant.objects.get(device_code=stored(started["device_code"]))
+    assert (grant.client_id, grant.scope) == (tv.client_id, "openid offline_access")
+    assert "no-store" in cache_control(response)
+
+    approve(browser, started)
+    waited(started["device_code"])
+    tokens = form_post_with(
+        api,
+        "/o/token/",
+        {"grant_type": DEVICE_CODE_GRANT, "device_code": started["device_code"]},
+        **basic(tv.client_id, CLIENT_SECRET),
+    )
+    assert tokens.status_code == 200, tokens.content
+    assert {"access_token", "refresh_token"} <= set(tokens.json())
+    assert AccessTokenModel.objects.get().application == tv
+
+
+def test_rfc8628_3_1_basic_and_the_same_client_id_in_the_body(api, tv):
+    from .factories import CLIENT_SECRET
+
+    response = form_post_with(
+        api, "/o/device-authorization/", {"client_id": tv.client_id}, **basic(tv.client_id, CLIENT_SECRET)
+    )
+    assert response.status_code == 200, response.content
+
+
+@pytest.mark.parametrize(
+    ("credentials", "body"),
+    [
+        (("living-room-tv", "wrong-secret"), {}),
+        (("living-room-tv", ""), {}),
+        (("no-such-client", "test-client-secret"), {}),
+        # Basic for one client, client_id of another in the body: RFC 6749 2.3 allows one method.
+        (("living-room-tv", "wrong-secret"), {"client_id": "deploy-cli"}),
+        (("living-room-tv", "test-client-secret"), {"client_id": "deploy-cli"}),
+    ],
+)
+def test_rfc8628_3_1_wrong_basic_credentials_are_invalid_client(api, tv, cli, credentials, body):
+    response = form_post_with(
+        api, "/o/device-authorization/", {"scope": "openid", **body}, **basic(*credentials)
+    )
+    assert response.status_code == 401, response.content
+    assert response["Content-Type"] == "application/json"
+    assert response.json()["error"] == "invalid_client"
+    assert response["WWW-Authenticate"].startswith("Basic")
+    assert "no-store" in cache_control(response)
+    assert not DeviceGrant.objects.exists()
+
+
+def test_rfc8628_3_1_basic_with_client_id_also_in_the_query_is_a_400_not_a_500(tv):
+    from .factories import CLIENT_SECRET
+
+    api = Client(raise_request_exception=False)
+    response = form_post_with(
+        api,
+        f"/o/device-authorization/?client_id={tv.client_id}",
+        {"scope": "openid"},
+        **basic(tv.client_id, CLIENT_SECRET),
+    )
+    assert response.status_code == 400, response.content
+    assert response.json()["error"] == "invalid_request"
+
+
+def test_rfc8628_3_1_public_client_sending_basic_with_an_empty_secret(api, cli):
+    """Some client libraries always send Basic; a public client's secret is empty (RFC 6749 2.3.1)."""
+    response = form_post_with(
+        api, "/o/device-authorization/", {"scope": "openid"}, **basic(cli.client_id, "")
+    )
+    assert response.status_code == 200, response.content
+    assert DeviceGrant.objects.get().client_id == cli.client_id
+
+
+def test_rfc8628_3_1_confidential_client_without_credentials_is_refused(api, tv):
+    response = form_post(api, "/o/device-authorization/", {"client_id": tv.client_id, "scope": "openid"})
+    assert response.status_code == 401, response.content
+    assert response.json()["error"] == "invalid_client"
+    assert not DeviceGrant.objects.exists()
+
+
+def test_rfc8628_3_1_confidential_client_with_its_secret_in_the_body(api, tv):
+    from .factories import CLIENT_SECRET
+
+    response = form_post(
+        api, "/o/device-authorization/", {"client_id": tv.client_id, "client_secret": CLIENT_SECRET}
+    )
+    assert response.status_code == 200, response.content
+
+
+def test_rfc8628_3_1_request_without_any_client_identification_is_a_400(api, db):
+    response = form_post(api, "/o/device-authorization/", {"scope": "openid"})
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_request"
+
+
+# id_token in the device token response (as in the code flow) -------------------------------
+
+
+def jwks(api: Client):
+    from jwcrypto import jwk
+
+    response = api.get("/o/.well-known/jwks.json")
+    assert response.status_code == 200
+    return jwk.JWKSet.from_json(response.content)
+
+
+def verified_claims(api: Client, id_token: str) -> dict:
+    """The claims of ``id_token`` after checking its signature against the provider's JWKS."""
+    from jwcrypto import jwt
+
+    keys = jwks(api)
+    token = jwt.JWT(jwt=id_token, key=keys, algs=["RS256"], expected_type="JWS")
+    header = json.loads(token.header)
+    assert header["alg"] == "RS256"
+    assert keys.get_key(header["kid"]) is not None
+    return json.loads(token.claims)
+
+
+def at_hash(access_token: str) -> str:
+    import base64
+    import hashlib
+
+    digest = hashlib.sha256(access_token.encode("ascii")).digest()
+    return base64.urlsafe_b64encode(digest[:16]).rstrip(b"=").decode()
+
+
+def device_tokens(api, browser, cli, scope="openid offline_access") -> dict:
+    started = start(api, cli, scope=scope)
+    approve(browser, started)
+    response = poll(api, cli, started["device_code"])
+    assert response.status_code == 200, response.content
+    return response.json()
+
+
+def test_device_token_response_has_a_signed_id_token_when_openid_was_granted(
+    api, browser, cli, user, application
+):
+    from .oauth import exchange_code, get_code
+
+    body = device_tokens(api, browser, cli)
+    assert "id_token" in body, body
+
+    claims = verified_claims(api, body["id_token"])
+    assert claims["aud"] == cli.client_id
+    assert "nonce" not in claims  # the device sent none
+    assert claims["at_hash"] == at_hash(body["access_token"])
+    assert claims["exp"] > claims["iat"] >= int(time.time()) - 60
+    assert isinstance(claims["auth_time"], int)
+
+    # Same issuer and subject as the code flow's id_token for the same user.
+    code_flow = exchange_code(api, application, get_code(browser, application)).json()
+    code_claims = verified_claims(api, code_flow["id_token"])
+    assert claims["sub"] == code_claims["sub"]
+    assert claims["iss"] == code_claims["iss"]
+    assert "at_hash" in code_claims  # the device flow matches the code flow here
+
+    # DOT's bookkeeping as in the code flow: the IDToken row, linked to the access token.
+    access_token = AccessTokenModel.objects.get(application=cli)
+    assert access_token.id_token is not None
+    assert str(access_token.id_token.jti) == claims["jti"]
+    assert access_token.id_token.user == user
+
+
+def test_device_token_response_has_no_id_token_without_openid(api, browser, cli):
+    body = device_tokens(api, browser, cli, scope="offline_access")
+    assert "access_token" in body
+    assert "id_token" not in body
+
+
+def test_device_id_token_for_a_confidential_client_with_basic(api, browser, tv):
+    from .factories import CLIENT_SECRET
+
+    started = form_post_with(
+        api, "/o/device-authorization/", {"scope": "openid"}, **basic(tv.client_id, CLIENT_SECRET)
+    ).json()
+    approve(browser, started)
+    waited(started["device_code"])
+    body = form_post_with(
+        api,
+        "/o/token/",
+        {"grant_type": DEVICE_CODE_GRANT, "device_code": started["device_code"]},
+        **basic(tv.client_id, CLIENT_SECRET),
+    ).json()
+    assert verified_claims(api, body["id_token"])["aud"] == tv.client_id
+
+
+def test_device_id_token_survives_the_refresh_as_in_the_code_flow(api, browser, cli):
+    body = device_tokens(api, browser, cli)
+    first = verified_claims(api, body["id_token"])
+    refreshed = refresh(api, cli, body["refresh_token"])
+    assert refreshed.status_code == 200, refreshed.content
+    second = verified_claims(api, refreshed.json()["id_token"])
+    assert (second["sub"], second["aud"], second["iss"]) == (first["sub"], first["aud"], first["iss"])
+
+
+def test_device_client_without_a_signing_algorithm_gets_no_500(api, browser, cli):
+    """A client registered without OIDC support ("No OIDC support") that asks for openid."""
+    cli.algorithm = ""
+    cli.save()
+    api.raise_request_exception = False
+    started = start(api, cli, scope="openid")
+    approve(browser, started)
+    response = poll(api, cli, started["device_code"])
+    assert response.status_code == 200, response.content[:300]
+    assert "access_token" in response.json()
+    assert "id_token" not in response.json()  # DOT cannot sign for it
+
+
+def test_stock_oauthlib_device_grant_still_lacks_the_id_token(db):
+    """Pins why offline_access.device wraps oauthlib's device grant.
+
+    oauthlib's OpenID ``Server`` registers the plain OAuth 2 device grant, whose
+    token response runs no token modifiers: no id_token. If this fails, oauthlib
+    (or DOT) has started adding one itself; drop the app's wrapper then.
+    """
+    import inspect
+
+    from oauthlib.oauth2.rfc8628.grant_types import DeviceCodeGrant
+    from oauthlib.openid import Server
+
+    server = Server(request_validator=None, verification_uri="https://id.example/device")
+    assert type(server.grant_types[DEVICE_CODE_GRANT]) is DeviceCodeGrant
+    assert "_token_modifiers" not in inspect.getsource(DeviceCodeGrant.create_token_response)

@@ -291,8 +291,8 @@ def test_huge_but_well_formed_basic_credentials_are_refused(api, application, en
         "/o/revoke_token/": (401, "invalid_client"),
         # DOT's introspection answers any failed authentication with a bare 403.
         "/o/introspect/": (403, None),
-        # oauthlib asks for client_id in the body before it authenticates the client.
-        "/o/device-authorization/": (400, "invalid_request"),
+        # Basic authenticates here as at the token endpoint (RFC 8628 3.1, issue 10).
+        "/o/device-authorization/": (401, "invalid_client"),
     }[endpoint]
     assert response.status_code == expected[0], response.content[:300]
     if expected[1]:
