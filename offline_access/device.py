@@ -46,7 +46,7 @@ from oauth2_provider.views.device import (
 )
 from oauthlib.openid.connect.core.grant_types.base import GrantTypeBase as OpenIDGrantTypeBase
 
-from . import OFFLINE_ACCESS_SCOPE, hardening, policy, ratelimit, services, token_storage
+from . import OFFLINE_ACCESS_SCOPE, authentication, hardening, policy, ratelimit, services, token_storage
 from .conf import settings
 from .forms import DeviceDecisionForm
 from .validators import DEVICE_CODE_GRANT, client_may_have_offline_access
@@ -490,6 +490,10 @@ class OfflineAccessDeviceConfirmView(LoginRequiredMixin, FormView):
             allow=form.cleaned_data["decision"] == "allow",
             scopes=scopes,
             record_consent=offline_via == policy.OfflineVia.SCREEN,
+            # The device's ID tokens say when this session authenticated (OIDC Core 2).
+            auth_time=authentication.claimed_auth_time(
+                authentication.session_auth_time(self.request), self.request.user
+            ),
         )
         if not decided:
             return self.not_pending(409)

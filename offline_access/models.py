@@ -391,6 +391,18 @@ class OfflineTokenFamily(models.Model):
         ),
     )
 
+    auth_time = models.DateTimeField(
+        _("authenticated at"),
+        null=True,
+        blank=True,
+        editable=False,
+        help_text=_(
+            "When the user authenticated for the grant that started this family: the auth_time of "
+            "every ID token issued on refresh (OIDC Core 12.2). Empty for families from before it "
+            "was recorded."
+        ),
+    )
+
     objects = OfflineTokenFamilyQuerySet.as_manager()
 
     class Meta:
@@ -569,3 +581,39 @@ class SealedSuccessorPair(models.Model):
 
     def __str__(self) -> str:
         return f"Sealed successor of refresh token #{self.predecessor_id}"
+
+
+class GrantAuthentication(models.Model):
+    """When the user behind an authorization code or device code authenticated.
+
+    DOT's Grant and DeviceGrant have no field for it, and the code is exchanged
+    without the browser session, so the authorization endpoint (or the device
+    approval) writes the session's authentication time here, keyed by the code's
+    stored value (its keyed hash, never the code). The code exchange reads it in
+    the same query as the code, and the ID token and the token family get it
+    (OIDC Core 1.0, 2 ``auth_time``). Rows outlive the code only until it would
+    have expired; later ones are deleted as new rows are written.
+    """
+
+    code = models.CharField(
+        _("code (stored value)"),
+        max_length=255,
+        unique=True,
+        editable=False,
+        help_text=_("The authorization code or device code as stored by DOT: its keyed hash."),
+    )
+    auth_time = models.DateTimeField(
+        _("authenticated at"), help_text=_("When the browser session that approved the code authenticated.")
+    )
+    expires_at = models.DateTimeField(
+        _("expires at"),
+        db_index=True,
+        help_text=_("When the code expires; after that the row is no longer needed."),
+    )
+
+    class Meta:
+        verbose_name = _("code authentication time")
+        verbose_name_plural = _("code authentication times")
+
+    def __str__(self) -> str:
+        return f"Authentication time of code #{self.pk}"

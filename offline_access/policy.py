@@ -12,6 +12,7 @@ enduring consent recorded by an administrator.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -46,6 +47,69 @@ def parse_prompt(values: Iterable[str], *, create_enabled: bool = False) -> froz
     if "none" in prompt and len(prompt) > 1:
         raise PromptError("prompt=none cannot be combined with other values.")
     return prompt
+
+
+class MaxAgeError(ValueError):
+    """The ``max_age`` parameter is malformed; the client gets ``invalid_request``."""
+
+
+_DIGITS = re.compile(r"[0-9]+")
+
+
+def parse_max_age(values: Iterable[str]) -> int | None:
+    """Parse ``max_age`` (OIDC Core 1.0, 3.1.2.1): a non-negative integer number of seconds.
+
+    Only ASCII digits: no sign, space, fraction or exponent. An empty value is an
+    absent one (RFC 6749 3.1); a repeated parameter is an error (RFC 6749 3.1).
+    There is no upper bound: a huge value simply never expires.
+    """
+    values = [value for value in values if value != ""]
+    if len(values) > 1:
+        raise MaxAgeError("The max_age parameter must not be repeated.")
+    if not values:
+        return None
+    if not _DIGITS.fullmatch(values[0]) or len(values[0]) > 4000:  # int() refuses > 4300 digits
+        raise MaxAgeError("max_age must be a non-negative integer number of seconds.")
+    return int(values[0])
+
+
+class Authentication:
+    """What the authorization endpoint does about the user's authentication."""
+
+    PROCEED = "proceed"  # the session's authentication is good enough for this request
+    LOGIN = "login"  # send the user to log in, then back to the same request
+    LOGIN_REQUIRED = "login_required"  # answer the client with error=login_required
+
+
+def authentication_action(
+    *,
+    prompt: frozenset[str],
+    max_age: int | None,
+    auth_time: datetime | None,
+    reauthentication_requested_at: datetime | None,
+    now: datetime,
+) -> str:
+    """OIDC Core 1.0, 3.1.2.1 and 3.1.2.3: must this request authenticate the user again?
+
+    ``auth_time`` is when this browser session authenticated (None: unknown, so too
+    old for any ``max_age``). ``reauthentication_requested_at`` is set when this
+    very request already sent the user to log in (for ``prompt=login`` or
+    ``max_age``): it passes if the session authenticated since then, whatever
+    ``max_age`` says (``max_age=0`` would otherwise never pass), and gets
+    ``login_required`` if it came back without authenticating (the user followed
+    the link back, or the login page let a signed-in user through), never a loop.
+    ``prompt=login`` always sends the user to log in; the request comes back
+    without ``login`` in its ``prompt``. ``prompt=none`` never shows the login page.
+    """
+    if "login" in prompt:
+        return Authentication.LOGIN
+    if reauthentication_requested_at is not None:
+        if auth_time is not None and auth_time >= reauthentication_requested_at:
+            return Authentication.PROCEED
+        return Authentication.LOGIN_REQUIRED
+    if max_age is not None and (auth_time is None or (now - auth_time).total_seconds() > max_age):
+        return Authentication.LOGIN_REQUIRED if "none" in prompt else Authentication.LOGIN
+    return Authentication.PROCEED
 
 
 def returns_code(response_type: str | None) -> bool:

@@ -25,7 +25,14 @@ from oauth2_provider.models import (
 
 from . import OFFLINE_ACCESS_SCOPE, signals, token_storage
 from .conf import settings
-from .models import Consent, ConsentEvent, ConsentFormUse, OfflineTokenFamily, OfflineTokenFamilyQuerySet
+from .models import (
+    Consent,
+    ConsentEvent,
+    ConsentFormUse,
+    GrantAuthentication,
+    OfflineTokenFamily,
+    OfflineTokenFamilyQuerySet,
+)
 
 Via = ConsentEvent.Via
 
@@ -316,13 +323,21 @@ def code_hash(code: str) -> str:
 
 
 def link_token_family(
-    *, token_family, user, application, consent_id, code: str | None = None, code_digest: str = ""
+    *,
+    token_family,
+    user,
+    application,
+    consent_id,
+    code: str | None = None,
+    code_digest: str = "",
+    auth_time: datetime | None = None,
 ) -> OfflineTokenFamily:
     """Record a new refresh-token family (device) under the consent that covers it.
 
     ``code`` is the authorization code exchanged for it, remembered as a keyed
     hash so that a replay of the code can revoke the family (:func:`revoke_replayed_code`);
-    or pass that hash as ``code_digest``.
+    or pass that hash as ``code_digest``. ``auth_time`` is the authentication
+    time of the first ID token, repeated in every ID token of a refresh (OIDC Core 12.2).
     """
     family = OfflineTokenFamily.objects.create(
         token_family=token_family,
@@ -330,11 +345,23 @@ def link_token_family(
         application=application,
         consent_id=consent_id,
         code_hash=code_digest or (code_hash(code) if code else ""),
+        auth_time=auth_time,
     )
     signals.send_after_commit(
         signals.offline_token_issued, OfflineTokenFamily, family=family, consent_id=consent_id
     )
     return family
+
+
+def record_grant_authentication(*, stored_code: str, auth_time: datetime, expires_at: datetime) -> None:
+    """Remember when the session approving a code authenticated (OIDC Core 1.0, 2 ``auth_time``).
+
+    ``stored_code`` is the code as DOT stores it (its keyed hash). Rows of codes
+    that have expired are deleted on the way (one indexed DELETE), so the table
+    holds only codes that can still be exchanged.
+    """
+    GrantAuthentication.objects.filter(expires_at__lte=timezone.now()).delete()
+    GrantAuthentication.objects.create(code=stored_code, auth_time=auth_time, expires_at=expires_at)
 
 
 def claim_device_grant(grant, *, user) -> bool:
@@ -355,7 +382,14 @@ def claim_device_grant(grant, *, user) -> bool:
 
 
 def decide_device_grant(
-    grant, *, user, application, allow: bool, scopes: Iterable[str], record_consent: bool
+    grant,
+    *,
+    user,
+    application,
+    allow: bool,
+    scopes: Iterable[str],
+    record_consent: bool,
+    auth_time: datetime | None = None,
 ) -> bool:
     """RFC 8628 3.3, SPEC P7: record the user's Allow or Deny on a device grant.
 
@@ -385,6 +419,11 @@ def decide_device_grant(
             return False
         if allow and record_consent:
             record_interactive_consent(user=user, application=application, scopes=scopes)
+        if allow and auth_time is not None:
+            # The device's ID tokens say when the approving session authenticated.
+            record_grant_authentication(
+                stored_code=grant.device_code, auth_time=auth_time, expires_at=grant.expires
+            )
         return True
 
 

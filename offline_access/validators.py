@@ -27,9 +27,9 @@ from oauth2_provider.scopes import get_scopes_backend
 from oauth2_provider.settings import oauth2_settings
 from oauthlib.oauth2.rfc6749.errors import InvalidGrantError, InvalidRequestError
 
-from . import OFFLINE_ACCESS_SCOPE, policy, services, signals, token_storage
+from . import OFFLINE_ACCESS_SCOPE, authentication, policy, services, signals, token_storage
 from .conf import settings
-from .models import ClientPolicy, Consent, OfflineTokenFamily, SealedSuccessorPair
+from .models import ClientPolicy, Consent, GrantAuthentication, OfflineTokenFamily, SealedSuccessorPair
 
 log = logging.getLogger("offline_access")
 
@@ -96,6 +96,11 @@ def lifetimes(rules: ClientPolicy | None) -> tuple[timedelta | None, timedelta |
         idle = rules.refresh_token_idle_timeout or idle
         absolute = rules.refresh_token_absolute_lifetime or absolute
     return idle, absolute
+
+
+def _grant_auth_time(code_field: str = "code"):
+    """Subquery: the authentication time recorded with a code (read with the code, no extra query)."""
+    return Subquery(GrantAuthentication.objects.filter(code=OuterRef(code_field)).values("auth_time")[:1])
 
 
 class OfflineAccessValidator(OAuth2Validator):
@@ -226,8 +231,58 @@ class OfflineAccessValidator(OAuth2Validator):
                 code_digest=getattr(request, "offline_access_code_hash", "")
                 if request.grant_type == "authorization_code"
                 else "",
+                # Every ID token of a refresh repeats it (OIDC Core 12.2).
+                auth_time=self._family_auth_time(request),
             )
         return refresh_token
+
+    # Authentication time (OIDC Core 1.0, 2 auth_time; 12.2) ------------------------
+    #
+    # DOT claims the user's last_login, which a login on another device moves. Here
+    # the authorization endpoint passes the browser session's authentication time
+    # (offline_access.authentication) with the code, validate_code and
+    # validate_device_code read it back with the code, the token family keeps it,
+    # and validate_refresh_token hands it to every ID token of a refresh.
+
+    def get_id_token_dictionary(self, token, token_handler, request):
+        claims, expiration_time = super().get_id_token_dictionary(token, token_handler, request)
+        auth_time = getattr(request, "offline_access_auth_time", None)
+        if auth_time is not None:
+            claims["auth_time"] = authentication.as_claim(auth_time)
+        return claims, expiration_time
+
+    @staticmethod
+    def _family_auth_time(request):
+        auth_time = getattr(request, "offline_access_auth_time", None)
+        if auth_time is None and request.grant_type == "password":
+            return timezone.now()  # the user authenticated with this very request
+        return auth_time
+
+    @staticmethod
+    def _refresh_auth_time(family, user):
+        """The auth_time of a family's ID tokens; fixed even for families from before it was kept.
+
+        Those got DOT's ``last_login`` at their code exchange. While the user has not
+        logged in since, ``last_login`` (earlier than the family) still is that value;
+        after a later login the family's start stands in, which no login moves.
+        """
+        if family.auth_time is not None:
+            return family.auth_time
+        last_login = getattr(user, "last_login", None)
+        return family.created_at if last_login is None else min(last_login, family.created_at)
+
+    def _create_authorization_code(self, request, code, expires=None):
+        """Store the code as its keyed hash (the redirect carries the plaintext, RFC 6749 4.1.2),
+        and when the approving session authenticated."""
+        grant = super()._create_authorization_code(
+            request, {**code, "code": token_storage.stored_value(code["code"])}, expires
+        )
+        auth_time = getattr(request, "offline_access_auth_time", None)
+        if auth_time is not None:
+            services.record_grant_authentication(
+                stored_code=grant.code, auth_time=auth_time, expires_at=grant.expires
+            )
+        return grant
 
     # Tokens at rest (issue 9; offline_access.token_storage) -----------------------
     #
@@ -245,12 +300,6 @@ class OfflineAccessValidator(OAuth2Validator):
         """
         token_instance.token = token_storage.stored_value(raw_token)
         token_instance._raw_token = None
-
-    def _create_authorization_code(self, request, code, expires=None):
-        """Store the code as its keyed hash; the redirect carries the plaintext (RFC 6749 4.1.2)."""
-        return super()._create_authorization_code(
-            request, {**code, "code": token_storage.stored_value(code["code"])}, expires
-        )
 
     def get_authorization_code_scopes(self, client_id, code, redirect_uri, request):
         """The code's scopes (oauthlib's OpenID dispatcher asks before ``validate_code``)."""
@@ -392,7 +441,8 @@ class OfflineAccessValidator(OAuth2Validator):
             .annotate(
                 offline_access_consent_id=Subquery(
                     services.covering_consent(OuterRef("user_id"), OuterRef("application_id"))
-                )
+                ),
+                offline_access_auth_time=_grant_auth_time(),
             )
             .filter(code__in=token_storage.stored_candidates(code), application=client)
             .first()
@@ -411,6 +461,10 @@ class OfflineAccessValidator(OAuth2Validator):
         if grant.claims:
             request.claims = json.loads(grant.claims)
         request.offline_access_consent_id = grant.offline_access_consent_id
+        # A code from before auth times were kept: last_login now, as DOT would claim.
+        request.offline_access_auth_time = authentication.claimed_auth_time(
+            grant.offline_access_auth_time, grant.user
+        )
         # From here on oauthlib and DOT find the code by its stored value (PKCE
         # challenge, redirect URI, nonce, resource, its deletion at the exchange):
         # all of them look it up by equality, so they get the value this lookup found.
@@ -433,7 +487,11 @@ class OfflineAccessValidator(OAuth2Validator):
         ``invalid_grant`` and no tokens.
         """
         device_grant_model = get_device_grant_model()
-        grant = device_grant_model.objects.filter(device_code=code, client_id=client_id).first()
+        grant = (
+            device_grant_model.objects.filter(device_code=code, client_id=client_id)
+            .annotate(offline_access_auth_time=_grant_auth_time("device_code"))
+            .first()
+        )
         if grant is None:
             return None
         now = timezone.now()
@@ -459,6 +517,9 @@ class OfflineAccessValidator(OAuth2Validator):
                 return None  # a concurrent poll redeemed it first
             request.user = grant.user
             request.scopes = grant.scope.split()
+            request.offline_access_auth_time = authentication.claimed_auth_time(
+                grant.offline_access_auth_time, grant.user
+            )
             row = services.covering_consent(grant.user, request.client).first()
             request.offline_access_consent_id = row["pk"] if row else None
         return answer
@@ -484,6 +545,7 @@ class OfflineAccessValidator(OAuth2Validator):
         refusal = self._refresh_refusal(presented, family, request.user, now)
         if refusal is None:
             request.offline_access_family = family
+            request.offline_access_auth_time = self._refresh_auth_time(family, request.user)
             return True
         log.info("Refresh refused (%s) for client %s, user %s.", refusal, client.client_id, request.user.pk)
         if refusal == policy.RefreshRefusal.NO_CONSENT and family and family.consent is not None:

@@ -35,9 +35,9 @@ from oauth2_provider.views import (
     OAuthServerMetadataView,
 )
 from oauthlib.oauth2.rfc6749.errors import CustomOAuth2Error, InvalidRequestError, InvalidScopeError
-from oauthlib.openid.connect.core.exceptions import ConsentRequired
+from oauthlib.openid.connect.core.exceptions import ConsentRequired, LoginRequired
 
-from . import OFFLINE_ACCESS_SCOPE, policy, services, token_storage
+from . import OFFLINE_ACCESS_SCOPE, authentication, policy, services, token_storage
 from .conf import settings
 from .forms import ConsentForm, new_form_identity, sign_consent_request
 from .hardening import has_nul_byte
@@ -103,8 +103,6 @@ class OfflineAccessAuthorizationView(AuthorizationView):
             response = self.handle_prompt_create()
             if response is not None:
                 return response
-        if "login" in prompt:
-            return self.handle_prompt_login()
 
         try:
             scopes, credentials = self.validate_authorization_request(request)
@@ -112,6 +110,9 @@ class OfflineAccessAuthorizationView(AuthorizationView):
             return self.error_response(error, application=None)
         # DOT's validator loaded the application onto oauthlib's request already.
         application = credentials["request"].client
+        response = self._require_authentication(prompt, credentials, application)
+        if response is not None:
+            return response
         pkce_error = pkce_method_error(
             credentials.get("code_challenge"), credentials.get("code_challenge_method")
         )
@@ -199,12 +200,66 @@ class OfflineAccessAuthorizationView(AuthorizationView):
         )
         return any(token.allow_scopes(scopes) for token in live_tokens)
 
+    def _require_authentication(self, prompt, credentials, application):
+        """OIDC Core 3.1.2.1, 3.1.2.3: ``prompt=login`` and ``max_age`` against this session.
+
+        None when the session's authentication will do; otherwise the redirect to
+        the login page (the request comes back afterwards and passes on that
+        login), ``invalid_request`` for a malformed ``max_age``, or
+        ``login_required`` (``prompt=none``, or back without logging in).
+        """
+        request = self.request
+        try:
+            max_age = policy.parse_max_age(request.GET.getlist("max_age"))
+        except policy.MaxAgeError as exc:
+            error = InvalidRequestError(description=str(exc), state=credentials.get("state"))
+            return self.error_response(
+                OAuthToolkitError(error=error, redirect_uri=credentials["redirect_uri"]), application
+            )
+        fingerprint = self._request_fingerprint()
+        requested_at = authentication.reauthentication_requested_at(request, fingerprint)
+        action = policy.authentication_action(
+            prompt=prompt,
+            max_age=max_age,
+            auth_time=authentication.session_auth_time(request),
+            reauthentication_requested_at=requested_at,
+            now=timezone.now(),
+        )
+        if action == policy.Authentication.LOGIN:
+            return self.handle_prompt_login()
+        if requested_at is not None:
+            authentication.forget_reauthentication(request, fingerprint)
+        if action == policy.Authentication.LOGIN_REQUIRED:
+            login_required = LoginRequired(state=credentials.get("state"))
+            return self.error_response(
+                OAuthToolkitError(error=login_required, redirect_uri=credentials["redirect_uri"]), application
+            )
+        return None
+
+    def _request_fingerprint(self) -> str:
+        return authentication.request_fingerprint(
+            (key, value) for key, values in self.request.GET.lists() for value in values
+        )
+
+    def handle_no_permission(self):
+        """An anonymous user is sent to log in: with ``max_age``, the request passes on that login.
+
+        Without the note, ``max_age=0`` would send the user to log in a second time
+        when the request comes back (some time has passed since the login).
+        """
+        if "none" not in getattr(self, "prompt", ()) and self.request.GET.get("max_age"):
+            authentication.request_reauthentication(self.request, self._request_fingerprint())
+        return super().handle_no_permission()
+
     def handle_prompt_login(self):
         """Send the user to log in, dropping only ``login`` from ``prompt``.
 
         DOT drops the whole parameter, which would silently lose a ``consent``
         sent alongside ``login`` and with it the user's chance to grant offline access.
+        The session notes that this request sent the user to log in: it comes back
+        without ``login`` and passes only on a login made since (not a second one).
         """
+        authentication.request_reauthentication(self.request, self._request_fingerprint())
         parsed = urlparse(self.request.get_full_path())
         query = [(key, value) for key, value in parse_qsl(parsed.query, keep_blank_values=True)]
         kept = []
@@ -273,6 +328,11 @@ class OfflineAccessAuthorizationView(AuthorizationView):
                 redirect_uri=credentials["redirect_uri"],
             )
         credentials = dict(credentials)
+        # The code (and a hybrid response's ID token) carries when this session
+        # authenticated; the validator stores it with the code (OIDC Core 2, auth_time).
+        credentials["offline_access_auth_time"] = authentication.claimed_auth_time(
+            authentication.session_auth_time(self.request), self.request.user
+        )
         if isinstance(credentials.get("claims"), dict):
             credentials["claims"] = json.dumps(credentials["claims"])
         uri, _headers, _body, _status = self.create_authorization_response(

@@ -8,7 +8,7 @@ directly, for response types the example site cannot serve end to end.
 from __future__ import annotations
 
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from urllib.parse import parse_qs, urlparse
 
@@ -1143,3 +1143,65 @@ def test_P8_discovery_lists_offline_access_and_prompt_values(api, db):
     assert OFFLINE in data["scopes_supported"]
     assert data["prompt_values_supported"] == ["consent", "login", "none"]
     assert data["authorization_endpoint"].endswith("/o/authorize/")
+
+
+# max_age and prompt=login (OIDC Core 3.1.2.1, 3.1.2.3) ---------------------------------
+
+_NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [([], None), ([""], None), (["0"], 0), (["1"], 1), (["10000"], 10000), (["9" * 40], int("9" * 40))],
+)
+def test_parse_max_age_accepts_non_negative_integers(values, expected):
+    assert policy.parse_max_age(values) == expected
+
+
+@pytest.mark.parametrize(
+    "values",
+    [["-1"], ["abc"], ["1.5"], ["+5"], [" 5"], ["5 "], ["0x10"], ["1e3"], ["٣"], ["1", "2"], ["9" * 4001]],
+)
+def test_parse_max_age_refuses_malformed_values(values):
+    with pytest.raises(policy.MaxAgeError):
+        policy.parse_max_age(values)
+
+
+def _ago(seconds):
+    return None if seconds is None else _NOW - timedelta(seconds=seconds)
+
+
+def _authentication(*, prompt=(), max_age=None, auth_age=None, requested_ago=None):
+    return policy.authentication_action(
+        prompt=frozenset(prompt),
+        max_age=max_age,
+        auth_time=_ago(auth_age),
+        reauthentication_requested_at=_ago(requested_ago),
+        now=_NOW,
+    )
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "expected"),
+    [
+        ({}, policy.Authentication.PROCEED),
+        ({"auth_age": 10**6}, policy.Authentication.PROCEED),  # no max_age: any age will do
+        ({"max_age": 60, "auth_age": 60}, policy.Authentication.PROCEED),
+        ({"max_age": 60, "auth_age": 61}, policy.Authentication.LOGIN),
+        ({"max_age": 0, "auth_age": 1}, policy.Authentication.LOGIN),
+        ({"max_age": 10000, "auth_age": None}, policy.Authentication.LOGIN),  # unknown: too old
+        ({"max_age": 60, "auth_age": 61, "prompt": ["none"]}, policy.Authentication.LOGIN_REQUIRED),
+        ({"max_age": 60, "auth_age": 5, "prompt": ["none"]}, policy.Authentication.PROCEED),
+        ({"prompt": ["login"], "auth_age": 0}, policy.Authentication.LOGIN),
+        ({"prompt": ["login", "consent"], "auth_age": 0}, policy.Authentication.LOGIN),
+        # Back from the login page: passes on a login since it was sent, whatever max_age says.
+        ({"max_age": 0, "auth_age": 3, "requested_ago": 4}, policy.Authentication.PROCEED),
+        ({"requested_ago": 4, "auth_age": 4}, policy.Authentication.PROCEED),
+        # Back without logging in: refused, not sent round again.
+        ({"requested_ago": 4, "auth_age": 5}, policy.Authentication.LOGIN_REQUIRED),
+        ({"max_age": 60, "requested_ago": 4, "auth_age": 30}, policy.Authentication.LOGIN_REQUIRED),
+        ({"requested_ago": 4, "auth_age": None}, policy.Authentication.LOGIN_REQUIRED),
+    ],
+)
+def test_authentication_action(kwargs, expected):
+    assert _authentication(**kwargs) == expected

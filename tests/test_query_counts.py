@@ -44,9 +44,12 @@ CONSENT_SCREEN_QUERIES = 5
 #: Includes the single-use form (delete expired form rows, claim the nonce in a savepoint),
 #: the check for a revocation since the page was shown, and the savepoint that makes the
 #: form, the consent and the code one unit (in a test's transaction; BEGIN/COMMIT otherwise).
-CONSENT_POST_QUERIES = 19
+#: Two more since the code carries its session's authentication time (OIDC auth_time): the
+#: INSERT of that row and the indexed DELETE of rows whose codes have expired. The code
+#: exchange reads it with the code (a subquery), so the token endpoint costs nothing more.
+CONSENT_POST_QUERIES = 21
 #: The same POST when an interactive consent exists already: it is renewed.
-CONSENT_RENEWAL_POST_QUERIES = 17
+CONSENT_RENEWAL_POST_QUERIES = 19
 
 #: How many more queries than stock DOT the app may spend on a token request.
 ALLOWED_OVERHEAD = 1
