@@ -43,7 +43,7 @@ from oauth2_provider.views.device import (
     DeviceUserCodeView,
 )
 
-from . import OFFLINE_ACCESS_SCOPE, policy, ratelimit, services, token_storage
+from . import OFFLINE_ACCESS_SCOPE, metadata, policy, ratelimit, services, token_storage
 from .conf import settings
 from .forms import DeviceDecisionForm
 from .validators import DEVICE_CODE_GRANT, client_may_have_offline_access
@@ -74,7 +74,17 @@ class OfflineAccessDeviceAuthorizationView(DeviceAuthorizationView):
         return response
 
     def _post(self, request, *args, **kwargs):
-        if not request.POST.get("client_id"):
+        if not metadata.device_grant_enabled():
+            # Without a verification URI DOT would answer 200 with "verification_uri": null,
+            # a grant no user can complete; discovery does not list it either.
+            response = JsonResponse(
+                {
+                    "error": "unsupported_grant_type",
+                    "error_description": "The device authorization grant is not enabled on this server.",
+                },
+                status=400,
+            )
+        elif not request.POST.get("client_id"):
             # oauthlib also reads the query string, DOT then only the body: a
             # client_id in the query alone passed oauthlib and raised in DOT (500).
             # RFC 8628 3.1 puts the parameters in the form-encoded body.

@@ -351,6 +351,17 @@ def test_device_grant_without_verification_uri_is_not_advertised(api, dot_settin
     assert "device_authorization_endpoint" not in openid
 
 
+def test_device_authorization_endpoint_refuses_without_verification_uri(api, dot_settings, cli):
+    """RFC 8628 3.2: verification_uri is required; without one DOT answered 200 with null."""
+    dot_settings(OAUTH_DEVICE_VERIFICATION_URI=None)
+    response = api.post(
+        "/o/device-authorization/", "client_id=deploy-cli", content_type="application/x-www-form-urlencoded"
+    )
+    assert response.status_code == 400
+    assert response.json()["error"] == "unsupported_grant_type"
+    assert response["Cache-Control"] == "no-store"
+
+
 def test_device_grant_with_verification_uri_from_extra_server_kwargs(api, dot_settings):
     dot_settings(
         OAUTH_DEVICE_VERIFICATION_URI=None,
