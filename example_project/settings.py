@@ -137,8 +137,9 @@ LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/"
 
 OAUTH2_PROVIDER = {
-    # The app's validator enforces the offline_access issuance rules (SPEC.md P1-P8).
-    "OAUTH2_VALIDATOR_CLASS": "offline_access.validators.OfflineAccessValidator",
+    # The app's validator enforces the offline_access issuance rules (SPEC.md P1-P8);
+    # the demo's subclass adds the profile and email claims (example_project/demo/validators.py).
+    "OAUTH2_VALIDATOR_CLASS": "example_project.demo.validators.DemoValidator",
     # An OpenID Provider, not only an OAuth 2.0 server: offline_access is an OIDC scope.
     "OIDC_ENABLED": True,
     "OIDC_RSA_PRIVATE_KEY": os.environ.get("OIDC_RSA_PRIVATE_KEY")

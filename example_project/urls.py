@@ -12,6 +12,8 @@ urlpatterns = [
     path("accounts/", include("django.contrib.auth.urls")),
     # DOT's endpoints plus the app's consent screen; namespaced "oauth2_provider".
     path("o/", include("offline_access.urls")),
+    # RFC 8414 metadata at /.well-known/oauth-authorization-server/o (issuer http://host/o).
+    path("", include("offline_access.well_known_urls")),
     # The REST API (the "drf" extra) and its OpenAPI schema.
     path("api/offline-access/", include("offline_access.api.urls")),
     path(

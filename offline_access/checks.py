@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.conf import settings as django_settings
 from django.core.checks import Error, Tags, Warning, register
-from django.urls import NoReverseMatch, resolve, reverse
+from django.urls import NoReverseMatch, Resolver404, resolve, reverse
 
 from . import OFFLINE_ACCESS_SCOPE
 from .conf import BOOLEAN_KEYS, DEFAULTS, DURATION_KEYS, NULLABLE_KEYS, as_timedelta
@@ -203,5 +203,38 @@ def check_attempt_limit_cache(app_configs, **kwargs):
             hint='Point OFFLINE_ACCESS["DEVICE_CODE_ATTEMPT_CACHE"] at a shared cache such as '
             "django.core.cache.backends.redis.RedisCache, Memcached or the database cache.",
             id="offline_access.W002",
+        )
+    ]
+
+
+@register(Tags.urls)
+def check_server_metadata_location(app_configs, **kwargs):
+    """RFC 8414 section 3: the metadata document at the well-known location for the issuer."""
+    from oauth2_provider.settings import oauth2_settings
+
+    from . import metadata
+    from .views import OfflineAccessServerMetadataView
+
+    if oauth2_settings.OIDC_ISS_ENDPOINT:
+        issuer_path = metadata.issuer_path(oauth2_settings.OIDC_ISS_ENDPOINT)
+    else:
+        try:
+            discovery = reverse("oauth2_provider:oidc-connect-discovery-info")
+        except NoReverseMatch:
+            return []  # the app's URLs are not mounted: nothing to describe
+        issuer_path = metadata.issuer_path(discovery.removesuffix(metadata.WELL_KNOWN_OPENID_CONFIGURATION))
+    location = metadata.WELL_KNOWN_SERVER_METADATA + issuer_path
+    try:
+        view_class = getattr(resolve(location).func, "view_class", None)
+    except Resolver404:
+        view_class = None
+    if view_class is not None and issubclass(view_class, OfflineAccessServerMetadataView):
+        return []
+    return [
+        Warning(
+            f"The RFC 8414 server metadata is not served at {location}, where clients that "
+            "follow RFC 8414 section 3 look for it.",
+            hint='Add path("", include("offline_access.well_known_urls")) to the root URLconf.',
+            id="offline_access.W003",
         )
     ]

@@ -46,7 +46,16 @@ from oauth2_provider.views.device import (
 )
 from oauthlib.openid.connect.core.grant_types.base import GrantTypeBase as OpenIDGrantTypeBase
 
-from . import OFFLINE_ACCESS_SCOPE, authentication, hardening, policy, ratelimit, services, token_storage
+from . import (
+    OFFLINE_ACCESS_SCOPE,
+    authentication,
+    hardening,
+    metadata,
+    policy,
+    ratelimit,
+    services,
+    token_storage,
+)
 from .conf import settings
 from .forms import DeviceDecisionForm
 from .validators import DEVICE_CODE_GRANT, client_may_have_offline_access
@@ -79,7 +88,13 @@ class OfflineAccessDeviceAuthorizationView(DeviceAuthorizationView):
     def _post(self, request, *args, **kwargs):
         client_id = request.POST.get("client_id")
         basic_client_id = hardening.basic_client_id(request)
-        if basic_client_id is not None:
+        if not metadata.device_grant_enabled():
+            # Without a verification URI DOT would answer 200 with "verification_uri": null,
+            # a grant no user can complete; discovery does not list it either.
+            response = hardening.oauth_error(
+                "unsupported_grant_type", "The device authorization grant is not enabled on this server."
+            )
+        elif basic_client_id is not None:
             response = self._identify_basic_client(request, client_id, basic_client_id)
             if response is None:
                 response = super().post(request, *args, **kwargs)

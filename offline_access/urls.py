@@ -8,6 +8,10 @@ Include under the ``oauth2_provider`` namespace, as DOT's own URLs are, so that
 DOT's application-management and dynamic-registration views are left out: a
 site that wants them includes them itself, deliberately.
 
+RFC 8414 puts the server metadata at the site's root
+(``/.well-known/oauth-authorization-server/o``), which an include under ``o/``
+cannot serve: add ``path("", include("offline_access.well_known_urls"))`` too.
+
 The app adds the user's connected-apps page (``connected-apps/``): the clients
 holding offline access to the signed-in user's account, each revocable as a
 whole or one device at a time.
@@ -42,8 +46,10 @@ _REPLACEMENTS = {
         device.OfflineAccessDeviceStatusView.as_view(),
         name="device-grant-status",
     ),
-    # RFC 8414 metadata, advertising only the PKCE method the app accepts.
     "introspect": path("introspect/", views.OfflineAccessIntrospectTokenView.as_view(), name="introspect"),
+    # RFC 8414 metadata, the same document as OpenID discovery (offline_access.metadata).
+    # Here in the appended form some clients use (/o/.well-known/oauth-authorization-server);
+    # RFC 8414's own location is at the site's root: offline_access.well_known_urls.
     "oauth-server-metadata": path(
         ".well-known/oauth-authorization-server",
         views.OfflineAccessServerMetadataView.as_view(),

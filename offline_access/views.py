@@ -14,7 +14,7 @@ from urllib.parse import parse_qsl, urlencode, urlparse
 
 from django.contrib.auth.views import redirect_to_login
 from django.db import transaction
-from django.http import JsonResponse
+from django.http import Http404, JsonResponse
 from django.shortcuts import resolve_url
 from django.utils import timezone
 from django.utils.decorators import method_decorator
@@ -37,12 +37,12 @@ from oauth2_provider.views import (
 from oauthlib.oauth2.rfc6749.errors import CustomOAuth2Error, InvalidRequestError, InvalidScopeError
 from oauthlib.openid.connect.core.exceptions import ConsentRequired, LoginRequired
 
-from . import OFFLINE_ACCESS_SCOPE, authentication, policy, services, token_storage
+from . import OFFLINE_ACCESS_SCOPE, authentication, metadata, policy, services, token_storage
 from .conf import settings
 from .forms import ConsentForm, new_form_identity, sign_consent_request
 from .hardening import has_nul_byte
 from .models import Consent
-from .validators import PKCE_METHODS, client_may_have_offline_access, pkce_method_error
+from .validators import client_may_have_offline_access, pkce_method_error
 
 #: The parts of a validated authorization request the consent form carries, signed.
 _SIGNED_CREDENTIALS = (
@@ -356,45 +356,28 @@ class OfflineAccessAuthorizationView(AuthorizationView):
         )
 
 
-def _advertise_s256_only(data: dict) -> None:
-    """RFC 7636 4.2 / RFC 9700 2.1.1: the app accepts no other PKCE method, whatever DOT's setting."""
-    if "code_challenge_methods_supported" in data:
-        data["code_challenge_methods_supported"] = list(PKCE_METHODS)
-
-
 class OfflineAccessServerMetadataView(OAuthServerMetadataView):
-    """RFC 8414 metadata, saying what this server really accepts (PKCE S256 only)."""
+    """RFC 8414 metadata: :func:`offline_access.metadata.server_metadata`, for this issuer only.
+
+    Served at the RFC 8414 location (``/.well-known/oauth-authorization-server/o``
+    for issuer ``http://host/o``, from :mod:`offline_access.well_known_urls`) and at
+    the appended form under the app's URLs; any other path gets a 404 (RFC 8414 3.3).
+    """
 
     def get(self, request, *args, **kwargs):
-        response = super().get(request, *args, **kwargs)
-        if isinstance(response, JsonResponse) and response.status_code == 200:
-            data = json.loads(response.content)
-            _advertise_s256_only(data)
-            response.content = json.dumps(data)
+        if not metadata.serves_issuer(request):
+            raise Http404("No authorization server with this issuer here.")
+        response = JsonResponse(metadata.server_metadata(request))
+        response["Access-Control-Allow-Origin"] = "*"
         return response
 
 
 class OfflineAccessDiscoveryView(ConnectDiscoveryInfoView):
-    """OpenID discovery listing the ``prompt`` values this server really honours (SPEC P8)."""
+    """OpenID discovery: the same document as RFC 8414 (:mod:`offline_access.metadata`; SPEC P8)."""
 
     def get(self, request, *args, **kwargs):
-        response = super().get(request, *args, **kwargs)
-        if isinstance(response, JsonResponse) and response.status_code == 200:
-            data = json.loads(response.content)
-            _advertise_s256_only(data)
-            data["prompt_values_supported"] = sorted(
-                policy.SUPPORTED_PROMPTS | (policy.OPTIONAL_PROMPTS if _create_enabled() else set())
-            )
-            # The endpoints a client needs besides DOT's list (RFC 8414, RFC 8628).
-            for key, name in (
-                ("revocation_endpoint", "revoke-token"),
-                ("introspection_endpoint", "introspect"),
-                ("device_authorization_endpoint", "device-authorization"),
-            ):
-                url = self._get_endpoint_url(request, name)  # DOT's helper: honours OIDC_ISS_ENDPOINT
-                if url is not None:
-                    data.setdefault(key, url)
-            response.content = json.dumps(data)
+        response = JsonResponse(metadata.server_metadata(request))
+        response["Access-Control-Allow-Origin"] = "*"
         return response
 
 

@@ -31,6 +31,7 @@ def all_checks() -> list:
         *checks.check_settings(None),
         *checks.check_authorization_view(None),
         *checks.check_logout_keeps_offline_tokens(None),
+        *checks.check_server_metadata_location(None),
     ]
 
 
@@ -207,6 +208,48 @@ def test_W002_runs_only_with_deploy(settings):
         call_command("check", "--deploy", "--fail-level", "WARNING", stdout=StringIO(), stderr=StringIO())
 
 
+# W003 -----------------------------------------------------------------------------------
+
+
+def test_W003_rfc8414_location_missing(settings):
+    settings.ROOT_URLCONF = "tests.urls_without_well_known"
+    warnings = checks.check_server_metadata_location(None)
+    assert ids(warnings) == ["offline_access.W003"]
+    assert warnings[0].level == WARNING
+    assert "/.well-known/oauth-authorization-server/o" in warnings[0].msg
+    assert 'include("offline_access.well_known_urls")' in warnings[0].hint
+
+
+def test_W003_quiet_when_the_app_is_mounted_at_the_root(settings):
+    settings.ROOT_URLCONF = "tests.urls_oauth_at_root"
+    assert checks.check_server_metadata_location(None) == []
+
+
+@pytest.mark.parametrize(
+    ("issuer", "check_ids"),
+    [
+        ("https://id.example.com/o", []),  # the example site's root line serves /o
+        ("https://id.example.com", []),  # ...and a bare host
+        ("https://id.example.com/auth/", []),  # any issuer path: the view checks it
+    ],
+)
+def test_W003_follows_oidc_iss_endpoint(dot_settings, issuer, check_ids):
+    dot_settings(OIDC_ISS_ENDPOINT=issuer)
+    assert ids(checks.check_server_metadata_location(None)) == check_ids
+
+
+def test_W003_with_oidc_iss_endpoint_and_no_root_line(dot_settings, settings):
+    settings.ROOT_URLCONF = "tests.urls_without_well_known"
+    dot_settings(OIDC_ISS_ENDPOINT="https://id.example.com")
+    # A bare-host issuer is served by the app's own /.well-known/... only when mounted at the root.
+    assert ids(checks.check_server_metadata_location(None)) == ["offline_access.W003"]
+
+
+def test_W003_quiet_without_the_apps_urls(settings):
+    settings.ROOT_URLCONF = "tests.urls_without_oauth"
+    assert checks.check_server_metadata_location(None) == []
+
+
 # Registration -------------------------------------------------------------------------------
 
 
@@ -240,6 +283,9 @@ def test_settings_and_url_checks_are_registered(settings):
     settings.ROOT_URLCONF = "tests.urls_dot_authorize"
     with pytest.raises(SystemCheckError, match=r"offline_access\.E004"):
         call_command("check", stdout=StringIO(), stderr=StringIO())
+    settings.ROOT_URLCONF = "tests.urls_without_well_known"
+    with pytest.raises(SystemCheckError, match=r"offline_access\.W003"):
+        call_command("check", "--fail-level", "WARNING", stdout=StringIO(), stderr=StringIO())
 
 
 @pytest.mark.parametrize(
