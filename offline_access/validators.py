@@ -496,23 +496,30 @@ class OfflineAccessValidator(OAuth2Validator):
     def _refresh_refusal(self, presented, family, user, now) -> str | None:
         if family is None:
             return policy.RefreshRefusal.NO_CONSENT
-        consent = family.consent
-        last_refreshed = presented.created
-        if presented.access_token is not None:
-            # Without rotation DOT keeps the refresh token and updates its access token.
-            last_refreshed = max(last_refreshed, presented.access_token.updated)
-        rules = client_policy(family.application)
-        idle_timeout, absolute_lifetime = lifetimes(rules)
-        return policy.refresh_refusal(
-            policy.RefreshFacts(
-                user_is_active=user.is_active,
-                client_may_have_offline_access=rules is None or rules.allow_offline_access,
-                consent_active=consent is not None and consent.state(now) == Consent.Status.ACTIVE,
-                family_ended=family.ended_at is not None,
-                family_created_at=family.created_at,
-                family_last_used_at=last_refreshed,
-                idle_timeout=idle_timeout,
-                absolute_lifetime=absolute_lifetime,
-                now=now,
-            )
-        )
+        return policy.refresh_refusal(refresh_facts(presented, family, user, now))
+
+
+def refresh_facts(presented, family: OfflineTokenFamily, user, now) -> policy.RefreshFacts:
+    """What SPEC P6 judges a presented refresh token by (the token endpoint and introspection).
+
+    ``family`` with ``consent`` and ``application__offline_access_policy`` loaded,
+    ``presented`` with its ``access_token``.
+    """
+    consent = family.consent
+    last_refreshed = presented.created
+    if presented.access_token is not None:
+        # Without rotation DOT keeps the refresh token and updates its access token.
+        last_refreshed = max(last_refreshed, presented.access_token.updated)
+    rules = client_policy(family.application)
+    idle_timeout, absolute_lifetime = lifetimes(rules)
+    return policy.RefreshFacts(
+        user_is_active=user.is_active,
+        client_may_have_offline_access=rules is None or rules.allow_offline_access,
+        consent_active=consent is not None and consent.state(now) == Consent.Status.ACTIVE,
+        family_ended=family.ended_at is not None,
+        family_created_at=family.created_at,
+        family_last_used_at=last_refreshed,
+        idle_timeout=idle_timeout,
+        absolute_lifetime=absolute_lifetime,
+        now=now,
+    )
