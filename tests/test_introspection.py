@@ -163,6 +163,17 @@ def test_public_client_with_a_stored_secret_is_refused(api, victim_tokens):
         assert_refused(ask(api, "post", victim_tokens["access_token"], **auth))
 
 
+def test_confidential_client_stored_without_a_secret_is_refused(api, victim_tokens):
+    """DOT compares an empty secret with an empty stored one and calls that authenticated."""
+    factories.ApplicationFactory(client_id="secretless", client_secret="", hash_client_secret=False)
+    for auth in (
+        {"HTTP_AUTHORIZATION": basic("secretless", "")},
+        {"data": {"client_id": "secretless"}},
+        {"data": {"client_id": "secretless", "client_secret": ""}},
+    ):
+        assert_refused(ask(api, "post", victim_tokens["access_token"], **auth))
+
+
 @pytest.mark.parametrize("method", ["get", "post"])
 def test_no_credentials_get_json_401_not_html_403(api, victim_tokens, method):
     response = ask(api, method, victim_tokens["access_token"])
