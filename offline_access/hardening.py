@@ -121,6 +121,37 @@ def basic_client_id(request: HttpRequest) -> str | None:
     return unquote_plus(decoded.partition(":")[0])
 
 
+def presented_client_credentials(request: HttpRequest) -> tuple[str, str] | None:
+    """The ``(client_id, secret)`` a request authenticates with, or None (RFC 6749 2.3.1).
+
+    Read as DOT reads them: HTTP Basic when the header's scheme is exactly ``Basic``,
+    else ``client_id`` and ``client_secret`` from the parameters (the body's winning
+    over the query string's, as in oauthlib). None when there are none, or when the
+    request uses more than one method (RFC 6749 2.3: it MUST NOT), where DOT would
+    fall back from failed Basic credentials to the body's. Call after
+    :func:`refuse_malformed_basic_credentials`, which makes the Basic part well formed.
+    """
+    params = request.GET.dict()
+    if request.method == "POST":
+        params.update(request.POST.dict())
+    scheme, _, encoded = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")
+    if scheme != "Basic":
+        if not params.get("client_id"):
+            return None
+        return params["client_id"], params.get("client_secret") or ""
+    try:
+        decoded = base64.b64decode(encoded).decode("utf-8")
+    except (UnicodeError, binascii.Error):
+        return None
+    client_id, colon, secret = decoded.partition(":")
+    if not colon:
+        return None
+    client_id, secret = unquote_plus(client_id), unquote_plus(secret)
+    if "client_secret" in params or params.get("client_id", client_id) != client_id:
+        return None
+    return client_id, secret
+
+
 def refuse_malformed_basic_credentials(view: View) -> View:
     """401 invalid_client for Basic credentials no client could have sent (RFC 6749 5.2)."""
 

@@ -285,6 +285,8 @@ class ConsentEvent(models.Model):
         SYSTEM = "system", _("Automatic (expiry, code replay)")
         ACCOUNT = "account", _("Account change (deactivation, password change)")
         CLIENT = "client", _("Client deleted")
+        # RFC 7009: the client revoked one of its tokens, which ends that token's family.
+        REVOCATION_ENDPOINT = "revocation", _("The client, at the revocation endpoint (RFC 7009)")
 
     consent = models.ForeignKey(
         Consent,

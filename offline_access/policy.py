@@ -279,3 +279,48 @@ def refresh_refusal(facts: RefreshFacts) -> str | None:
     if facts.idle_timeout is not None and facts.now >= facts.family_last_used_at + facts.idle_timeout:
         return RefreshRefusal.IDLE_TIMEOUT
     return None
+
+
+def refresh_token_expires_at(
+    facts: RefreshFacts, *, consent_expires_at: datetime | None, token_expires_at: datetime | None
+) -> datetime | None:
+    """When a live refresh token stops being accepted if nothing else happens, or None.
+
+    The earliest of its family's absolute lifetime, its idle timeout (counted from
+    the last refresh), its consent's expiry and DOT's ``REFRESH_TOKEN_EXPIRE_SECONDS``
+    (``token_expires_at``). RFC 7662 2.2's ``exp`` of an introspected refresh token.
+    """
+    limits = [consent_expires_at, token_expires_at]
+    if facts.absolute_lifetime is not None:
+        limits.append(facts.family_created_at + facts.absolute_lifetime)
+    if facts.idle_timeout is not None:
+        limits.append(facts.family_last_used_at + facts.idle_timeout)
+    known = [limit for limit in limits if limit is not None]
+    return min(known) if known else None
+
+
+# Introspection (RFC 7662) and revocation (RFC 7009) ----------------------------------
+
+
+def may_introspect_as_client(*, client_type: str, secret_presented: bool) -> bool:
+    """RFC 7662 2.1: may a client that authenticated to the introspection endpoint ask?
+
+    Only a confidential client that proved itself with a non-empty secret. A public
+    client cannot keep a secret (RFC 6749 2.1), so its client_id (or a secret it
+    was once given) proves nothing: answering it would let anyone read any token's
+    client, user, scope and expiry. Resource servers may also authenticate with a
+    bearer token holding DOT's ``introspection`` scope; DOT checks that itself.
+    """
+    return client_type == "confidential" and secret_presented
+
+
+def introspection_shows_refresh_token(*, owner_client_id: str | None, caller_client_id: str | None) -> bool:
+    """Whether a live refresh token reads as active to this caller (else ``{"active": false}``).
+
+    Only to the client it was issued to, authenticated with its secret
+    (``caller_client_id`` is None for a resource server's bearer token). A refresh
+    token is only ever presented to the authorization server, by its own client
+    (RFC 6749 1.5, 10.4); nobody else has a reason to learn about it, and RFC 7662
+    2.2 lets the server answer inactive to a caller it does not want to tell.
+    """
+    return caller_client_id is not None and caller_client_id == owner_client_id

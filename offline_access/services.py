@@ -39,6 +39,9 @@ Via = ConsentEvent.Via
 #: The reason recorded on the consent's history when a replayed code revokes its tokens.
 CODE_REPLAY_REASON = "The authorization code was replayed at the token endpoint."
 
+#: The reason recorded when a client revokes one of its tokens (RFC 7009), ending its family.
+CLIENT_REVOCATION_REASON = "The client revoked the token at the revocation endpoint (RFC 7009)."
+
 #: The reason recorded on every consent that barring its client ends (SPEC C4).
 CLIENT_BARRED_REASON = "client barred by administrator"
 

@@ -12,7 +12,7 @@ import logging
 from datetime import timedelta
 
 from django.core.exceptions import ObjectDoesNotExist
-from django.db.models import F, OuterRef, Subquery
+from django.db.models import F, OuterRef, Q, Subquery
 from django.utils import timezone
 from oauth2_provider.models import (
     get_access_token_model,
@@ -29,7 +29,14 @@ from oauthlib.oauth2.rfc6749.errors import InvalidGrantError, InvalidRequestErro
 
 from . import OFFLINE_ACCESS_SCOPE, authentication, policy, services, signals, token_storage
 from .conf import settings
-from .models import ClientPolicy, Consent, GrantAuthentication, OfflineTokenFamily, SealedSuccessorPair
+from .models import (
+    ClientPolicy,
+    Consent,
+    ConsentEvent,
+    GrantAuthentication,
+    OfflineTokenFamily,
+    SealedSuccessorPair,
+)
 
 log = logging.getLogger("offline_access")
 
@@ -320,11 +327,22 @@ class OfflineAccessValidator(OAuth2Validator):
         )
 
     def revoke_token(self, token, token_type_hint, request, *args, **kwargs):
-        """RFC 7009 2.1, as DOT does it, with the token found by its stored hash.
+        """RFC 7009 2.1, with the token found by its stored hash; a token of an offline family ends it.
 
-        Only the authenticated client's own tokens; the hinted type first, the
-        other type when the hint found nothing; revoking an access token revokes
-        its refresh token too (``revoke_access_token``, as DOT).
+        Only the authenticated client's own tokens: another client's token is left
+        alone and the endpoint still answers 200 (RFC 7009 2.2). The hinted type is
+        looked up first, the other type when the hint found nothing.
+
+        A refresh token stands for its whole token family (one device): revoking it
+        ends the family, so the grace-period predecessor of a rotation and every
+        access token issued from the family stop working too, and the consent gets a
+        ``devices_revoked`` event; the consent itself stays (the user still allows
+        the client; it must sign in again). Revoking an access token issued from an
+        offline family does the same (RFC 7009 2.1: the server MAY revoke the
+        refresh token too, and DOT does): a client revoking its access token is
+        signing out, and ending only the paired refresh token would leave the rest
+        of the family alive. Tokens of no offline family (issued before the app was
+        installed) are revoked as DOT does.
         """
         application_pk = getattr(request.client, "pk", None)
         if application_pk is None:
@@ -341,7 +359,14 @@ class OfflineAccessValidator(OAuth2Validator):
         if not found:
             found = list(models[1].objects.filter(**lookup))
         for row in found:
-            if isinstance(row, access_token_model):
+            families = _offline_families_of(row)
+            if families:
+                services.revoke_token_families(
+                    OfflineTokenFamily.objects.filter(pk__in=families),
+                    reason=services.CLIENT_REVOCATION_REASON,
+                    via=ConsentEvent.Via.REVOCATION_ENDPOINT,
+                )
+            elif isinstance(row, access_token_model):
                 revoke_access_token(row)
             else:
                 row.revoke()
@@ -558,23 +583,44 @@ class OfflineAccessValidator(OAuth2Validator):
     def _refresh_refusal(self, presented, family, user, now) -> str | None:
         if family is None:
             return policy.RefreshRefusal.NO_CONSENT
-        consent = family.consent
-        last_refreshed = presented.created
-        if presented.access_token is not None:
-            # Without rotation DOT keeps the refresh token and updates its access token.
-            last_refreshed = max(last_refreshed, presented.access_token.updated)
-        rules = client_policy(family.application)
-        idle_timeout, absolute_lifetime = lifetimes(rules)
-        return policy.refresh_refusal(
-            policy.RefreshFacts(
-                user_is_active=user.is_active,
-                client_may_have_offline_access=rules is None or rules.allow_offline_access,
-                consent_active=consent is not None and consent.state(now) == Consent.Status.ACTIVE,
-                family_ended=family.ended_at is not None,
-                family_created_at=family.created_at,
-                family_last_used_at=last_refreshed,
-                idle_timeout=idle_timeout,
-                absolute_lifetime=absolute_lifetime,
-                now=now,
-            )
-        )
+        return policy.refresh_refusal(refresh_facts(presented, family, user, now))
+
+
+def _offline_families_of(token) -> list[int]:
+    """Primary keys of the offline token families an access or refresh token belongs to (0 or 1)."""
+    refresh_tokens = get_refresh_token_model().objects
+    if isinstance(token, get_refresh_token_model()):
+        family_keys = [token.token_family]
+    else:
+        # The refresh token issued with it, or the one it was refreshed from.
+        paired = Q(access_token_id=token.pk)
+        if token.source_refresh_token_id is not None:
+            paired |= Q(pk=token.source_refresh_token_id)
+        family_keys = refresh_tokens.filter(paired).values("token_family")
+    return list(OfflineTokenFamily.objects.filter(token_family__in=family_keys).values_list("pk", flat=True))
+
+
+def refresh_facts(presented, family: OfflineTokenFamily, user, now) -> policy.RefreshFacts:
+    """What SPEC P6 judges a presented refresh token by (the token endpoint and introspection).
+
+    ``family`` with ``consent`` and ``application__offline_access_policy`` loaded,
+    ``presented`` with its ``access_token``.
+    """
+    consent = family.consent
+    last_refreshed = presented.created
+    if presented.access_token is not None:
+        # Without rotation DOT keeps the refresh token and updates its access token.
+        last_refreshed = max(last_refreshed, presented.access_token.updated)
+    rules = client_policy(family.application)
+    idle_timeout, absolute_lifetime = lifetimes(rules)
+    return policy.RefreshFacts(
+        user_is_active=user.is_active,
+        client_may_have_offline_access=rules is None or rules.allow_offline_access,
+        consent_active=consent is not None and consent.state(now) == Consent.Status.ACTIVE,
+        family_ended=family.ended_at is not None,
+        family_created_at=family.created_at,
+        family_last_used_at=last_refreshed,
+        idle_timeout=idle_timeout,
+        absolute_lifetime=absolute_lifetime,
+        now=now,
+    )

@@ -32,6 +32,11 @@ CONNECTED_APPS_QUERIES = 4
 
 SCOPE_DESCRIPTIONS = settings.OAUTH2_PROVIDER["SCOPES"]
 LIST_URL = "/o/connected-apps/"
+#: What the list says of an application still allowed but signed in nowhere.
+NOT_SIGNED_IN = (
+    "Allowed, but not signed in on any device, so it cannot use your account while you are away. "
+    "It gets that access back only when you sign in to it again."
+)
 LOGIN_URL = "/accounts/login/"
 
 
@@ -212,6 +217,7 @@ def test_list_shows_name_scopes_given_at_last_used_and_devices(browser, api, use
     assert f"Access given {shown_datetime(consent.granted_at)}" in page.text
     assert f"Last used {shown_datetime(last_refresh)}" in page.text
     assert "2 devices or installations" in page.text
+    assert NOT_SIGNED_IN not in page.text
     [app] = response.context["connected_apps"]
     assert app.application == application
     assert app.consent_id == consent.pk
@@ -230,7 +236,8 @@ def test_list_shows_a_consent_not_used_yet(browser, enduring_consent):
     response, page = show(browser)
     assert ("h2", "Calendar Sync") in page.headings
     assert "Last used Not used yet" in page.text
-    assert "0 devices or installations" in page.text
+    assert "Devices None" in page.text
+    assert NOT_SIGNED_IN in page.text
     assert SCOPE_DESCRIPTIONS["offline_access"] in page.text
     [app] = response.context["connected_apps"]
     assert app.devices == []
@@ -284,6 +291,52 @@ def test_list_leaves_out_revoked_devices(browser, api, user, application):
     [app] = response.context["connected_apps"]
     assert [family.pk for family in app.devices] == [family_of(kept).pk]
     assert "1 device or installation" in page.text
+
+
+def test_app_signed_out_by_the_client_stays_listed_as_allowed_on_no_device(browser, api, user, application):
+    """RFC 7009: the client revoked its refresh token, ending its only device; the consent stands."""
+    tokens = install(browser, api, application)
+    revoked = api.post(
+        "/o/revoke_token/",
+        {
+            "token": tokens["refresh_token"],
+            "client_id": application.client_id,
+            "client_secret": "test-client-secret",
+        },
+    )
+    assert revoked.status_code == 200
+
+    response, page = show(browser)
+
+    assert ("h2", "Calendar Sync") in page.headings
+    assert "Devices None" in page.text
+    assert NOT_SIGNED_IN in page.text
+    [app] = response.context["connected_apps"]
+    assert app.devices == []
+    assert page.accessible_names() == ["Revoke access of Calendar Sync"]
+
+    # The revoke button still withdraws the permission itself.
+    consent = active_consent(user, application)
+    _response, confirm = show(browser, revoke_app_url(consent.pk))
+    assert "It is not signed in on any device now; this withdraws your permission." in confirm.text
+    assert "signed out of 0" not in confirm.text
+    assert browser.post(revoke_app_url(consent.pk)).status_code == 302
+    consent.refresh_from_db()
+    assert consent.status == Consent.Status.REVOKED
+    assert consent.events.filter(action=ConsentEvent.Action.REVOKED, via=ConsentEvent.Via.USER).exists()
+    response, page = show(browser)
+    assert response.context["connected_apps"] == []
+    assert "Calendar Sync no longer has access to your account." in page.text
+
+
+def test_app_whose_last_device_the_user_revoked_stays_listed_as_allowed(browser, api, user, application):
+    tokens = install(browser, api, application)
+    browser.post(revoke_device_url(family_of(tokens).pk))
+
+    _response, page = show(browser)
+
+    assert ("h2", "Calendar Sync") in page.headings
+    assert NOT_SIGNED_IN in page.text
 
 
 def test_list_is_accessible_headings_and_button_names(browser, api, application, native_application):

@@ -498,8 +498,10 @@ def test_rfc7662_introspection_needs_client_credentials(provider, alice, web_app
         token_endpoint_auth_method="client_secret_basic",
     )
     response = stranger.introspect_token(provider.introspection_endpoint, token=token["access_token"])
-    # DOT's answer; RFC 7662 section 2.3 asks for 401 invalid_client here.
-    assert response.status_code == 403
+    # RFC 7662 section 2.3: 401 invalid_client (DOT alone answers a bare 403).
+    assert response.status_code == 401
+    assert response.json()["error"] == "invalid_client"
+    assert response.headers["WWW-Authenticate"].startswith("Basic")
     assert "active" not in response.text
 
 

@@ -532,7 +532,8 @@ def test_introspection_of_non_utf8_token_is_inactive(api, application):
 
 def test_introspection_with_unknown_client_is_refused(api, application):
     response = api.post("/o/introspect/", {"token": "abc", "client_id": "unknown", "client_secret": "x"})
-    assert response.status_code == 403
+    assert response.status_code == 401
+    assert response.json()["error"] == "invalid_client"
 
 
 @pytest.mark.parametrize("endpoint", ["/o/revoke_token/", "/o/introspect/"])
