@@ -1141,3 +1141,25 @@ def test_P8_discovery_lists_offline_access_and_prompt_values(api, db):
     assert OFFLINE in data["scopes_supported"]
     assert data["prompt_values_supported"] == ["consent", "login", "none"]
     assert data["authorization_endpoint"].endswith("/o/authorize/")
+
+
+@pytest.mark.parametrize(
+    ("response_type", "response_mode", "in_fragment"),
+    [
+        ("code", None, False),
+        ("code", "fragment", True),
+        ("code", "form_post", False),  # not supported: the default place, as oauthlib does
+        ("code id_token", None, True),
+        ("code token", None, True),
+        ("id_token token", None, True),
+        ("token", None, True),
+        ("token", "query", False),
+        ("bogus", None, False),
+        ("", None, False),
+        (None, None, False),
+    ],
+)
+def test_authorization_response_place_follows_the_response_type_and_mode(
+    response_type, response_mode, in_fragment
+):
+    assert policy.answers_in_fragment(response_type, response_mode) is in_fragment
