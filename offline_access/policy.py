@@ -112,6 +112,22 @@ def authentication_action(
     return Authentication.PROCEED
 
 
+def answers_in_fragment(response_type: str | None, response_mode: str | None = None) -> bool:
+    """Whether an authorization response (success or error) goes in the redirect URI's fragment.
+
+    OAuth 2.0 Multiple Response Type Encoding Practices 2.1 and 3: ``response_mode``
+    ``query`` or ``fragment`` when the client asks for one, else the response type's
+    default, the query for ``code`` (and ``none``), the fragment as soon as a token or
+    an ID token is returned (RFC 6749 4.2.2 and 4.2.2.1, OIDC Core 3.2.2.5, 3.3.2.5).
+    Any other ``response_mode`` (``form_post`` is not supported) falls back to the
+    default, as oauthlib does for the successful response, so that an error and a
+    success for the same request land in the same place.
+    """
+    if response_mode in ("query", "fragment"):
+        return response_mode == "fragment"
+    return bool({"token", "id_token"} & set((response_type or "").split()))
+
+
 def returns_code(response_type: str | None) -> bool:
     """True for the response types that return an authorization code (OIDC Core 11)."""
     return "code" in (response_type or "").split()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import calendar
 import json
 from datetime import datetime
-from urllib.parse import parse_qsl, urlencode, urlparse
+from urllib.parse import parse_qsl, urlencode, urlparse, urlsplit, urlunsplit
 
 from django.contrib.auth.views import redirect_to_login
 from django.db import transaction
@@ -22,7 +22,8 @@ from django.utils import timezone
 from django.utils.decorators import method_decorator
 from django.views.decorators.cache import never_cache
 from django.views.decorators.clickjacking import xframe_options_deny
-from oauth2_provider.exceptions import OAuthToolkitError
+from oauth2_provider.compat import login_not_required
+from oauth2_provider.exceptions import FatalClientError, OAuthToolkitError
 from oauth2_provider.models import (
     get_access_token_model,
     get_application_model,
@@ -38,6 +39,7 @@ from oauth2_provider.views import (
     IntrospectTokenView,
     OAuthServerMetadataView,
 )
+from oauthlib.common import add_params_to_uri
 from oauthlib.oauth2.rfc6749.errors import CustomOAuth2Error, InvalidRequestError, InvalidScopeError
 from oauthlib.openid.connect.core.exceptions import ConsentRequired, LoginRequired
 
@@ -66,16 +68,54 @@ def _create_enabled() -> bool:
     return bool(oauth2_settings.OIDC_RP_INITIATED_REGISTRATION_ENABLED)
 
 
-@method_decorator([never_cache, xframe_options_deny], name="dispatch")
+def with_issuer(uri: str, issuer: str) -> str:
+    """``uri`` with RFC 9207's ``iss`` beside the authorization response's parameters.
+
+    In the fragment when the response is there (implicit and hybrid responses), else in
+    the query. An ``iss`` already present (DOT adds one when
+    ``COMPLIANT_BCP_RFC9700_AUTHZ_RESPONSE_ISS`` is on, a registered redirect URI may
+    carry one) is replaced: RFC 9207 2 allows one issuer only. The other parameters
+    are left byte for byte as they were.
+    """
+    parts = urlsplit(uri)
+    in_fragment = bool(parts.fragment)
+    query = _without_parameter(parts.query, "iss")
+    fragment = _without_parameter(parts.fragment, "iss")
+    issuer_pair = urlencode({"iss": issuer})
+    if in_fragment:
+        fragment = f"{fragment}&{issuer_pair}" if fragment else issuer_pair
+    else:
+        query = f"{query}&{issuer_pair}" if query else issuer_pair
+    return urlunsplit(parts._replace(query=query, fragment=fragment))
+
+
+def _without_parameter(component: str, name: str) -> str:
+    if not component:
+        return component
+    kept = [pair for pair in component.split("&") if pair.partition("=")[0] != name]
+    return "&".join(kept)
+
+
+# login_not_required: DOT marks its view's dispatch so, and overriding dispatch would drop
+# the marker; under Django's LoginRequiredMiddleware this view must still answer anonymous
+# prompt=none / prompt=login and refuse untrusted redirects itself (handle_no_permission).
+@method_decorator([login_not_required, never_cache, xframe_options_deny], name="dispatch")
 class OfflineAccessAuthorizationView(AuthorizationView):
     """DOT's authorization endpoint with SPEC P2-P4 applied before any page is shown.
 
     GET decides, through :mod:`offline_access.policy`, which scopes survive, whether
     the consent screen is needed and how ``prompt`` is honoured. The screen's form
     carries the request signed; POST builds the grant only from that copy (SPEC P3).
+
+    Every answer to the client (code, error) is a redirect carrying ``iss`` (RFC 9207),
+    with errors in the same place as a success would be; only a request whose
+    redirect cannot be trusted gets the error page (RFC 6749 4.1.2.1). Both are
+    settled in :meth:`error_response` and :meth:`redirect`.
     """
 
     form_class = ConsentForm
+    #: The response type of the request being answered, once known (chooses query or fragment).
+    response_type: str | None = None
 
     def dispatch(self, request, *args, **kwargs):
         # Malformed requests are refused before anything else, login included: a
@@ -85,7 +125,8 @@ class OfflineAccessAuthorizationView(AuthorizationView):
         try:
             self.prompt = policy.parse_prompt(request.GET.getlist("prompt"), create_enabled=_create_enabled())
         except policy.PromptError as exc:
-            return self._invalid_request(str(exc))
+            self.prompt = frozenset()
+            return self.error_at_client(InvalidRequestError, str(exc))
         return super().dispatch(request, *args, **kwargs)
 
     def get_template_names(self) -> list[str]:
@@ -114,6 +155,7 @@ class OfflineAccessAuthorizationView(AuthorizationView):
             return self.error_response(error, application=None)
         # DOT's validator loaded the application onto oauthlib's request already.
         application = credentials["request"].client
+        self.response_type = credentials.get("response_type")
         response = self._require_authentication(prompt, credentials, application)
         if response is not None:
             return response
@@ -246,12 +288,17 @@ class OfflineAccessAuthorizationView(AuthorizationView):
         )
 
     def handle_no_permission(self):
-        """An anonymous user is sent to log in: with ``max_age``, the request passes on that login.
+        """An anonymous user: ``prompt=none`` answers ``login_required`` (OIDC Core 3.1.2.6).
 
-        Without the note, ``max_age=0`` would send the user to log in a second time
-        when the request comes back (some time has passed since the login).
+        DOT builds that redirect itself, always in the query and without ``iss``.
+        Otherwise the user is sent to log in (DOT's ``prompt=login`` and
+        ``prompt=create`` handling included); with ``max_age``, the request passes
+        on that login when it comes back: without the note, ``max_age=0`` would
+        send the user to log in a second time (some time has passed since).
         """
-        if "none" not in getattr(self, "prompt", ()) and self.request.GET.get("max_age"):
+        if "none" in self.prompt:
+            return self.error_at_client(LoginRequired)
+        if self.request.GET.get("max_age"):
             authentication.request_reauthentication(self.request, self._request_fingerprint())
         return super().handle_no_permission()
 
@@ -286,6 +333,7 @@ class OfflineAccessAuthorizationView(AuthorizationView):
             return self._invalid_request("The application no longer exists.")
         scopes = payload["scopes"]
         user = self.request.user
+        self.response_type = credentials.get("response_type")
         try:
             with transaction.atomic():
                 # Deny uses the form up too: it cannot be posted again as Allow.
@@ -313,6 +361,64 @@ class OfflineAccessAuthorizationView(AuthorizationView):
     def form_invalid(self, form):
         message = " ".join(str(error) for errors in form.errors.values() for error in errors)
         return self._invalid_request(message)
+
+    # Answers to the client -------------------------------------------------------
+
+    def error_at_client(self, error_class, description: str | None = None):
+        """Answer ``error_class`` at the client's redirect URI once the request shows it is genuine.
+
+        The request is validated first (client, redirect URI): if those cannot be
+        trusted the user gets the error page and nothing is redirected (RFC 6749
+        4.1.2.1); if the request has another error, that one goes back instead, as
+        DOT does for ``prompt=none``.
+        """
+        try:
+            _scopes, credentials = self.validate_authorization_request(self.request)
+        except OAuthToolkitError as error:
+            return self.error_response(error, application=None)
+        self.response_type = credentials.get("response_type")
+        error = error_class(description=description, state=credentials.get("state"))
+        return self.error_response(
+            OAuthToolkitError(error=error, redirect_uri=credentials["redirect_uri"]),
+            credentials["request"].client,
+        )
+
+    def error_response(self, error, application, **kwargs):
+        """An error redirect where the client reads its response (query or fragment), or the error page.
+
+        DOT always puts the error in the query; an implicit or hybrid client reads the
+        fragment (RFC 6749 4.2.2.1, OIDC Core 3.3.2.6). The page is for errors whose
+        redirect cannot be trusted (FatalClientError: unknown client, unregistered or
+        missing redirect URI) and for errors that know no redirect URI.
+        """
+        oauthlib_error = error.oauthlib_error
+        if isinstance(error, FatalClientError):
+            return super().error_response(error, application, **kwargs)  # DOT's page, never a redirect
+        if not oauthlib_error.redirect_uri:
+            # DOT would redirect to a bare "?error=..." on this site; nothing was validated.
+            return self.render_to_response(
+                {"error": oauthlib_error, **kwargs}, status=oauthlib_error.status_code
+            )
+        response_type = (
+            self.response_type or oauthlib_error.response_type or self.request.GET.get("response_type")
+        )
+        response_mode = oauthlib_error.response_mode or self.request.GET.get("response_mode")
+        uri = add_params_to_uri(
+            oauthlib_error.redirect_uri,
+            oauthlib_error.twotuples,
+            fragment=policy.answers_in_fragment(response_type, response_mode),
+        )
+        return self.redirect(uri, application)
+
+    def redirect(self, redirect_to, application):
+        """Every authorization response to the client names the issuer (RFC 9207 2).
+
+        The value is discovery's ``issuer``; DOT's own ``iss`` (when its RFC 9700
+        setting is on) is only on successful responses.
+        """
+        return super().redirect(
+            with_issuer(redirect_to, oauth2_settings.oidc_issuer(self.request)), application
+        )
 
     # Shared ---------------------------------------------------------------------
 

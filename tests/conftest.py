@@ -82,3 +82,19 @@ def dot_settings(settings):
 
     yield change
     reset_oauthlib_cores()
+
+
+LOGIN_REQUIRED_MIDDLEWARE = "django.contrib.auth.middleware.LoginRequiredMiddleware"
+
+
+@pytest.fixture
+def login_required_middleware(settings):
+    """A site with Django's LoginRequiredMiddleware (5.1+): every view needs a user unless marked.
+
+    DOT's test suite runs with it (its conftest adds it); so does each test asking for this.
+    """
+    import django
+
+    if django.VERSION < (5, 1):
+        pytest.skip("LoginRequiredMiddleware exists from Django 5.1")
+    settings.MIDDLEWARE = [*settings.MIDDLEWARE, LOGIN_REQUIRED_MIDDLEWARE]

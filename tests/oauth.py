@@ -127,3 +127,18 @@ def hidden_inputs(html: str) -> dict[str, str]:
     parser = _HiddenInputs()
     parser.feed(html)
     return parser.values
+
+
+def discovery_issuer(client: Client | None = None) -> str:
+    """The ``issuer`` of the OpenID discovery document: what RFC 9207's ``iss`` must equal."""
+    response = (client or Client()).get("/o/.well-known/openid-configuration")
+    assert response.status_code == 200, response.status_code
+    return response.json()["issuer"]
+
+
+def login_redirect_next(response) -> str:
+    """The ``next`` URL of a redirect to the login page (fails on any other answer)."""
+    assert response.status_code == 302, (response.status_code, getattr(response, "content", b"")[:300])
+    location = urlparse(response["Location"])
+    assert location.path == "/accounts/login/", response["Location"]
+    return parse_qs(location.query)["next"][0]

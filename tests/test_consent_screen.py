@@ -201,7 +201,7 @@ def test_screen_cannot_be_framed_or_cached(browser, application):
 
 @override_settings(X_FRAME_OPTIONS="SAMEORIGIN")
 def test_error_page_cannot_be_framed_or_cached(browser, application):
-    response = browser.get(authorize_url(application, prompt="bogus"))
+    response = browser.get(authorize_url(application, redirect_uri="https://attacker.example/cb"))
     assert response.status_code == 400
     assert response["X-Frame-Options"] == "DENY"
     cache_control = {part.strip() for part in response["Cache-Control"].split(",")}

@@ -178,13 +178,14 @@ def approve_in_browser(browser: Client, authorization_url: str, provider: Provid
     assert authorization_url.startswith(provider.authorization_endpoint + "?")
     parts = urlsplit(authorization_url)
     path = f"{parts.path}?{parts.query}"
-    screen = browser.get(path)
+    host = {"HTTP_HOST": parts.netloc}  # as a browser would send it: the issuer is derived from it
+    screen = browser.get(path, **host)
     assert screen.status_code == 200, screen.content[:500]
     assert screen.context["offline_access"] is offline_notice
     assert ("Access while you are away" in screen.content.decode()) is offline_notice
     # The form posts back to the same URL; only the signed request and the button count.
     signed = hidden_inputs(screen.content.decode())["request"]
-    response = browser.post(path, {"request": signed, "decision": "allow"})
+    response = browser.post(path, {"request": signed, "decision": "allow"}, **host)
     assert response.status_code == 302, response.content[:500]
     return response["Location"]
 
@@ -217,7 +218,9 @@ def code_flow(provider: Provider, browser: Client, app, scope: str, offline_noti
     assert location.startswith(session.redirect_uri + "?"), location
     returned = parse_qs(urlsplit(location).query)
     assert returned["state"] == [state]
-    assert set(returned) == {"code", "state"}
+    # RFC 9207: the issuer that discovery names, for the client's mix-up check.
+    assert set(returned) == {"code", "state", "iss"}
+    assert returned["iss"] == [provider.issuer]
 
     # Authlib refuses an authorization response whose state differs from its own.
     token = session.fetch_token(

@@ -85,12 +85,13 @@ def assert_error_page(response, error: str) -> None:
     assert error in response.content.decode()
 
 
-def assert_error_redirect(response, error: str) -> dict[str, list[str]]:
+def assert_error_redirect(response, error: str, *, in_fragment: bool = False) -> dict[str, list[str]]:
     """A redirect to the client's registered redirect_uri with ``error`` and no code."""
     assert response.status_code == 302, (response.status_code, response.content[:300])
     location = urlparse(response["Location"])
     assert f"{location.scheme}://{location.netloc}{location.path}" == REDIRECT_URI
-    params = parse_qs(location.query)
+    params = parse_qs(location.fragment if in_fragment else location.query)
+    assert not (location.query if in_fragment else location.fragment)
     assert params.get("error") == [error], params
     assert "code" not in params
     return params
@@ -119,26 +120,50 @@ def secret_fields(application) -> dict[str, str]:
 # Authorization endpoint: errors shown to the user, never redirected ------------------------
 
 
+@pytest.mark.parametrize("param", ["client_id", "redirect_uri"])
+@pytest.mark.parametrize("prompt", ["bogus", "none login"])
+def test_malformed_prompt_with_an_untrusted_redirect_is_an_error_page(browser, application, param, prompt):
+    """The prompt error cannot go back to a client or redirect URI that is not genuine."""
+    other = {"client_id": "no-such-client", "redirect_uri": "https://attacker.example/cb"}[param]
+    response = browser.get(authorize_query(application, prompt=prompt, **{param: other}))
+    assert_error_page(response, "invalid_request")
+
+
+# Authorization endpoint: errors of a genuine client's request go back to it ---------------------
+
+
+def assert_prompt_error_redirect(response) -> None:
+    """RFC 6749 4.1.2.1: invalid_request at the registered redirect_uri, with state and iss (RFC 9207)."""
+    params = assert_error_redirect(response, "invalid_request")
+    assert params["state"] == [STATE]
+    assert params["iss"] == ["http://testserver/o"]
+    assert params["error_description"][0]
+
+
 @pytest.mark.parametrize(
     "prompt",
     ["bogus", "select_account", "create", "Consent", "consent bogus", "none consent", "none login"],
 )
 def test_unknown_or_contradictory_prompt_is_invalid_request(browser, application, prompt):
     response = browser.get(authorize_query(application, prompt=prompt, scope="openid offline_access"))
-    assert_error_page(response, "invalid_request")
+    assert_prompt_error_redirect(response)
+    assert not application.grant_set.exists()
 
 
 @pytest.mark.parametrize("prompt", ["bogus", "none login", "none consent"])
 def test_malformed_prompt_is_refused_before_login(application, prompt):
     """An anonymous user is not sent to log in only to meet the client's error afterwards."""
     response = Client().get(authorize_query(application, prompt=prompt))
-    assert_error_page(response, "invalid_request")
+    assert_prompt_error_redirect(response)
 
 
 @pytest.mark.parametrize("prompts", [["consent", "consent"], ["login", "consent"], ["none", "none"]])
 def test_repeated_prompt_is_invalid_request(browser, application, prompts):
     response = browser.get(authorize_query(application, prompt=prompts, scope="openid offline_access"))
-    assert_error_page(response, "invalid_request")
+    assert_prompt_error_redirect(response)
+
+
+# Authorization endpoint: errors shown to the user, never redirected ------------------------
 
 
 @pytest.mark.parametrize("name", ["client_id", "scope", "redirect_uri", "response_type", "state"])
@@ -247,7 +272,11 @@ def test_missing_code_challenge_is_invalid_request(browser, application):
 )
 def test_bogus_response_type_is_refused(browser, application, response_type, error):
     response = browser.get(authorize_query(application, response_type=response_type))
-    assert_error_redirect(response, error)
+    if response_type == "token":
+        # An implicit request reads its answer, errors included, in the fragment (RFC 6749 4.2.2.1).
+        assert_error_redirect(response, error, in_fragment=True)
+    else:
+        assert_error_redirect(response, error)
 
 
 # NUL bytes and bytes that are not UTF-8 ----------------------------------------------------------
@@ -303,7 +332,7 @@ def test_nul_byte_posted_to_the_consent_form_is_refused(browser, application):
 NON_UTF8_IN_AUTHORIZATION = {
     "client_id": ("page", "invalid_request"),
     "redirect_uri": ("page", "invalid_request"),
-    "prompt": ("page", "invalid_request"),
+    "prompt": ("redirect", "invalid_request"),  # the client and redirect_uri are genuine
     "scope": ("redirect", "invalid_scope"),
     "response_type": ("redirect", "unauthorized_client"),
     "code_challenge_method": ("redirect", "invalid_request"),

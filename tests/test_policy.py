@@ -726,12 +726,11 @@ def test_P4_prompt_none_with_approval_prompt_auto_and_live_token_gets_a_code(bro
 
 
 def _assert_invalid_request_response(response, application) -> None:
-    """invalid_request as a 400 page or as an error redirect to the client; never a 500."""
-    if response.status_code == 302:
-        assert response["Location"].startswith(application.redirect_uris)
-        assert redirect_params(response)["error"] == "invalid_request"
-    else:
-        assert_invalid_request_page(response)
+    """invalid_request as an error redirect to the client (RFC 6749 4.1.2.1), with its state."""
+    assert response["Location"].startswith(application.redirect_uris + "?")
+    params = redirect_params(response)
+    assert params["error"] == "invalid_request"
+    assert params["state"] == "state-123"
     assert not Grant.objects.exists()
 
 
@@ -793,8 +792,7 @@ def test_prompt_login_then_consent_round_trip_grants_offline_access(api, applica
 @pytest.mark.parametrize("prompt", ["select_account", "consent bogus", "CONSENT", "create"])
 def test_prompt_unknown_value_is_invalid_request(browser, application, prompt):
     response = browser.get(authorize_url(application, prompt=prompt))
-    assert_invalid_request_page(response)
-    assert not Grant.objects.exists()
+    _assert_invalid_request_response(response, application)
 
 
 @pytest.mark.parametrize(
@@ -820,7 +818,7 @@ def test_prompt_parse_rejects_malformed_values(values):
 
 def test_prompt_repeated_parameter_is_invalid_request(browser, application):
     response = browser.get(authorize_url(application) + "&prompt=consent&prompt=login")
-    assert_invalid_request_page(response)
+    _assert_invalid_request_response(response, application)
 
 
 # P5: grants without a consent screen ---------------------------------------------
@@ -1205,3 +1203,25 @@ def _authentication(*, prompt=(), max_age=None, auth_age=None, requested_ago=Non
 )
 def test_authentication_action(kwargs, expected):
     assert _authentication(**kwargs) == expected
+
+
+@pytest.mark.parametrize(
+    ("response_type", "response_mode", "in_fragment"),
+    [
+        ("code", None, False),
+        ("code", "fragment", True),
+        ("code", "form_post", False),  # not supported: the default place, as oauthlib does
+        ("code id_token", None, True),
+        ("code token", None, True),
+        ("id_token token", None, True),
+        ("token", None, True),
+        ("token", "query", False),
+        ("bogus", None, False),
+        ("", None, False),
+        (None, None, False),
+    ],
+)
+def test_authorization_response_place_follows_the_response_type_and_mode(
+    response_type, response_mode, in_fragment
+):
+    assert policy.answers_in_fragment(response_type, response_mode) is in_fragment
