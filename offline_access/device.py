@@ -58,7 +58,7 @@ from . import (
 )
 from .conf import settings
 from .forms import DeviceDecisionForm
-from .validators import DEVICE_CODE_GRANT, client_may_have_offline_access
+from .validators import DEVICE_CODE_GRANT, client_may_have_offline_access, client_signs_id_tokens
 
 
 class OfflineAccessDeviceAuthorizationView(DeviceAuthorizationView):
@@ -274,9 +274,9 @@ class OpenIDDeviceCodeGrant(OpenIDGrantTypeBase):
         return self.proxy_target.create_token_response(request, _AddingIdToken(token_handler, self))
 
     def add_id_token(self, token, token_handler, request, nonce=None):
-        if not getattr(request.client, "algorithm", ""):
-            # Registered with "No OIDC support": DOT cannot sign for it (it would
-            # raise); the client gets the OAuth 2 answer.
+        if not client_signs_id_tokens(request.client):
+            # The app's validator already left openid out of such a client's scopes
+            # (policy.scopes_for_client); this keeps a site's own validator from a 500.
             return token
         return super().add_id_token(token, token_handler, request, nonce=nonce)
 

@@ -231,6 +231,9 @@ def _oauth_metadata(request: HttpRequest) -> dict[str, Any]:
         "token_endpoint": endpoint_url(request, "token"),
         "scopes_supported": scopes(),
         "response_types_supported": response_types_supported,
+        # The authorization endpoint refuses every other mode, and query for
+        # token-returning response types (policy.response_mode_error).
+        "response_modes_supported": list(policy.RESPONSE_MODES),
         "grant_types_supported": grant_types(response_types_supported),
         "token_endpoint_auth_methods_supported": auth_methods,
         # RFC 7636 4.2 / RFC 9700 2.1.1: the app refuses every other method.

@@ -112,20 +112,107 @@ def authentication_action(
     return Authentication.PROCEED
 
 
+#: The response modes the authorization endpoint honours (``response_modes_supported``).
+RESPONSE_MODES = ("query", "fragment")
+
+
+def returns_tokens(response_type: str | None) -> bool:
+    """True when the authorization endpoint itself returns an access token or an ID token."""
+    return bool({"token", "id_token"} & set((response_type or "").split()))
+
+
+def response_mode_error(response_type: str | None, values: Iterable[str]) -> str | None:
+    """Why the request's ``response_mode`` is refused (``invalid_request``), or None.
+
+    OAuth 2.0 Multiple Response Type Encoding Practices 2.1: the query encoding
+    MUST NOT be used for a response type that returns a token or an ID token
+    (tokens in the query string reach server logs, history and Referer headers).
+    Only ``query`` and ``fragment`` are supported; any other mode (``form_post``,
+    ``jwt``, ...) is refused rather than answered somewhere the client did not ask
+    for (RFC 6749 4.1.2.1: an invalid parameter value). A repeated parameter is an
+    error, an empty one is an absent one (RFC 6749 3.1). Descriptions never echo
+    the value (RFC 6749 5.2 limits their characters).
+    """
+    values = [value for value in values if value != ""]
+    if len(values) > 1:
+        return "The response_mode parameter must not be repeated."
+    if not values:
+        return None
+    if values[0] not in RESPONSE_MODES:
+        return "Unsupported response_mode: this server answers in the query or the fragment."
+    if values[0] == "query" and returns_tokens(response_type):
+        return "response_mode=query must not be used when the response returns tokens; use fragment."
+    return None
+
+
 def answers_in_fragment(response_type: str | None, response_mode: str | None = None) -> bool:
     """Whether an authorization response (success or error) goes in the redirect URI's fragment.
 
     OAuth 2.0 Multiple Response Type Encoding Practices 2.1 and 3: ``response_mode``
-    ``query`` or ``fragment`` when the client asks for one, else the response type's
-    default, the query for ``code`` (and ``none``), the fragment as soon as a token or
-    an ID token is returned (RFC 6749 4.2.2 and 4.2.2.1, OIDC Core 3.2.2.5, 3.3.2.5).
-    Any other ``response_mode`` (``form_post`` is not supported) falls back to the
-    default, as oauthlib does for the successful response, so that an error and a
-    success for the same request land in the same place.
+    ``query`` or ``fragment`` when the client asks for one and may (see
+    :func:`response_mode_error`), else the response type's default: the query for
+    ``code`` (and ``none``), the fragment as soon as a token or an ID token is
+    returned (RFC 6749 4.2.2 and 4.2.2.1, OIDC Core 3.2.2.5, 3.3.2.5). A refused or
+    unknown mode gets its ``invalid_request`` in that default place, the one
+    place the client is known to read; a token-returning response type's answer
+    is never in the query.
     """
-    if response_mode in ("query", "fragment"):
-        return response_mode == "fragment"
-    return bool({"token", "id_token"} & set((response_type or "").split()))
+    if returns_tokens(response_type):
+        return True
+    return response_mode == "fragment"
+
+
+class RequestObjectError(ValueError):
+    """A request object was sent (OIDC Core 6); ``error`` is the code the client gets."""
+
+    def __init__(self, error: str, description: str):
+        super().__init__(description)
+        self.error = error
+
+
+def check_request_object(request_values: Iterable[str], request_uri_values: Iterable[str]) -> None:
+    """OIDC Core 6.1, 6.2, 3.1.2.6: refuse ``request`` and ``request_uri``; this server supports neither.
+
+    Discovery says ``request_parameter_supported: false`` and
+    ``request_uri_parameter_supported: false``. Ignoring the parameter would answer
+    a different request from the one the client made (its parameters may be in the
+    object), so it gets ``request_not_supported`` / ``request_uri_not_supported``;
+    both at once is ``invalid_request`` (OIDC Core 6: they must not be used
+    together). An empty value is an absent one (RFC 6749 3.1).
+    """
+    has_request = any(value != "" for value in request_values)
+    has_request_uri = any(value != "" for value in request_uri_values)
+    if has_request and has_request_uri:
+        raise RequestObjectError("invalid_request", "request and request_uri must not be used together.")
+    if has_request:
+        raise RequestObjectError("request_not_supported", "Request objects (request) are not supported.")
+    if has_request_uri:
+        raise RequestObjectError("request_uri_not_supported", "request_uri is not supported.")
+
+
+# OpenID scope and ID token signing --------------------------------------------------------
+
+OPENID_SCOPE = "openid"
+
+
+def scopes_for_client(
+    scopes: Iterable[str], *, oidc_enabled: bool, client_signs_id_tokens: bool
+) -> list[str]:
+    """The scopes a client can hold: ``openid`` only if the server can sign its ID tokens.
+
+    OIDC Core 3.1.3.3 makes the ID token a required part of the answer to an
+    ``openid`` request, and ID tokens are signed (OIDC Core 2). A client registered
+    with "No OIDC support" (no algorithm), or whose key DOT cannot use, cannot get
+    one, so ``openid`` is not a scope it can have. Callers: asked for, it is
+    ``invalid_scope`` (as any scope the client may not have); in a grant made
+    before the registration changed, it is left out of what the token endpoint
+    grants (RFC 6749 3.3, 5.1: the answer's ``scope`` says so), and with it the ID
+    token (OIDC Core 12.2 allows a refresh answer without one). Without OIDC the
+    ``openid`` scope is just a scope.
+    """
+    if not oidc_enabled or client_signs_id_tokens:
+        return list(scopes)
+    return [scope for scope in scopes if scope != OPENID_SCOPE]
 
 
 def returns_code(response_type: str | None) -> bool:

@@ -11,7 +11,7 @@ import json
 import logging
 from datetime import timedelta
 
-from django.core.exceptions import ObjectDoesNotExist
+from django.core.exceptions import ImproperlyConfigured, ObjectDoesNotExist
 from django.db.models import F, OuterRef, Q, Subquery
 from django.utils import timezone
 from oauth2_provider.models import (
@@ -96,6 +96,31 @@ def client_may_have_offline_access(application, request=None) -> bool:
     return rules is None or rules.allow_offline_access
 
 
+def client_signs_id_tokens(application) -> bool:
+    """Whether DOT can sign an ID token for this client: it has an algorithm and a usable key.
+
+    "No OIDC support" (``algorithm = ""``), RS256 without ``OIDC_RSA_PRIVATE_KEY`` and
+    HS256 without a plaintext secret make DOT's ``jwk_key`` raise (a 500 when an ID
+    token is made). No query: the RSA key is parsed once (DOT caches it).
+    """
+    if application is None or not getattr(application, "algorithm", ""):
+        return False
+    try:
+        application.jwk_key  # noqa: B018 -- raises when DOT cannot sign for it
+    except ImproperlyConfigured:
+        return False
+    return True
+
+
+def scopes_for_client(scopes, application) -> list[str]:
+    """:func:`offline_access.policy.scopes_for_client` for this client."""
+    return policy.scopes_for_client(
+        scopes,
+        oidc_enabled=oauth2_settings.OIDC_ENABLED,
+        client_signs_id_tokens=client_signs_id_tokens(application),
+    )
+
+
 def lifetimes(rules: ClientPolicy | None) -> tuple[timedelta | None, timedelta | None]:
     """The idle timeout and absolute lifetime of a client's token families."""
     idle, absolute = settings.REFRESH_TOKEN_IDLE_TIMEOUT, settings.REFRESH_TOKEN_ABSOLUTE_LIFETIME
@@ -116,11 +141,30 @@ class OfflineAccessValidator(OAuth2Validator):
     # Scopes -------------------------------------------------------------------
 
     def validate_scopes(self, client_id, scopes, client, request, *args, **kwargs):
+        # A client the server cannot sign ID tokens for asks for openid: invalid_scope,
+        # as for any scope it may not have (policy.scopes_for_client).
+        if len(scopes_for_client(scopes, client)) != len(list(scopes)):
+            return False
         # SPEC P2: a client that may not have offline_access loses it silently later
         # instead of failing the whole request with invalid_scope.
         return super().validate_scopes(
             client_id, policy.without_offline_access(scopes), client, request, *args, **kwargs
         )
+
+    def get_default_scopes(self, client_id, request, *args, **kwargs):
+        """DOT's defaults, less ``openid`` for a client that cannot get ID tokens (it asked for nothing)."""
+        defaults = super().get_default_scopes(client_id, request, *args, **kwargs)
+        return scopes_for_client(defaults, request.client)
+
+    def get_original_scopes(self, refresh_token, request, *args, **kwargs):
+        """The family's scopes, without ``openid`` once the client can no longer get ID tokens.
+
+        The refresh then answers as OAuth 2.0 does, without an ID token (OIDC Core
+        12.2), instead of failing in DOT while signing one; asking for ``openid``
+        again is ``invalid_scope`` (RFC 6749 6: not within the original scope).
+        """
+        original = super().get_original_scopes(refresh_token, request, *args, **kwargs)
+        return " ".join(scopes_for_client(str(original or "").split(), request.client))
 
     # prompt=none ------------------------------------------------------------------
     #
@@ -479,7 +523,8 @@ class OfflineAccessValidator(OAuth2Validator):
             return False
         if grant.is_expired():
             return False
-        request.scopes = grant.scope.split(" ")
+        # A code from before the client lost its ID-token signing: OAuth 2.0 tokens only.
+        request.scopes = scopes_for_client(grant.scope.split(" "), client)
         request.user = grant.user
         if grant.nonce:
             request.nonce = grant.nonce
@@ -541,7 +586,8 @@ class OfflineAccessValidator(OAuth2Validator):
             if not claimed:
                 return None  # a concurrent poll redeemed it first
             request.user = grant.user
-            request.scopes = grant.scope.split()
+            # Approved before the client lost its ID-token signing: OAuth 2.0 tokens only.
+            request.scopes = scopes_for_client(grant.scope.split(), request.client)
             request.offline_access_auth_time = authentication.claimed_auth_time(
                 grant.offline_access_auth_time, grant.user
             )

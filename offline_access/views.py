@@ -41,14 +41,26 @@ from oauth2_provider.views import (
 )
 from oauthlib.common import add_params_to_uri
 from oauthlib.oauth2.rfc6749.errors import CustomOAuth2Error, InvalidRequestError, InvalidScopeError
-from oauthlib.openid.connect.core.exceptions import ConsentRequired, LoginRequired
+from oauthlib.openid.connect.core.exceptions import (
+    ConsentRequired,
+    LoginRequired,
+    RequestNotSupported,
+    RequestURINotSupported,
+)
 
 from . import OFFLINE_ACCESS_SCOPE, authentication, hardening, metadata, policy, services, token_storage
 from .conf import settings
 from .forms import ConsentForm, new_form_identity, sign_consent_request
 from .hardening import has_nul_byte
 from .models import Consent, OfflineTokenFamily
-from .validators import client_may_have_offline_access, pkce_method_error, refresh_facts
+from .validators import client_may_have_offline_access, pkce_method_error, refresh_facts, scopes_for_client
+
+#: The error classes of :class:`offline_access.policy.RequestObjectError` codes.
+_REQUEST_OBJECT_ERRORS = {
+    "request_not_supported": RequestNotSupported,
+    "request_uri_not_supported": RequestURINotSupported,
+    "invalid_request": InvalidRequestError,
+}
 
 #: The parts of a validated authorization request the consent form carries, signed.
 _SIGNED_CREDENTIALS = (
@@ -127,6 +139,17 @@ class OfflineAccessAuthorizationView(AuthorizationView):
         except policy.PromptError as exc:
             self.prompt = frozenset()
             return self.error_at_client(InvalidRequestError, str(exc))
+        try:
+            policy.check_request_object(request.GET.getlist("request"), request.GET.getlist("request_uri"))
+        except policy.RequestObjectError as exc:
+            # The object may hold the parameters whose absence DOT would complain
+            # about (OIDC Core 6.1): this error is the one the client needs.
+            return self.error_at_client(_REQUEST_OBJECT_ERRORS[exc.error], str(exc), before_other_errors=True)
+        mode_error = policy.response_mode_error(
+            request.GET.get("response_type"), request.GET.getlist("response_mode")
+        )
+        if mode_error is not None:
+            return self.error_at_client(InvalidRequestError, mode_error)
         return super().dispatch(request, *args, **kwargs)
 
     def get_template_names(self) -> list[str]:
@@ -188,11 +211,8 @@ class OfflineAccessAuthorizationView(AuthorizationView):
             # oauthlib would take the request URI's ``scope`` again (offline_access,
             # the scope just dropped, also on the form's POST): grant what DOT grants
             # a request naming no scope, its defaults, and show them on the screen.
-            scopes = tuple(
-                policy.without_offline_access(
-                    get_scopes_backend().get_default_scopes(application=application, request=request)
-                )
-            )
+            defaults = get_scopes_backend().get_default_scopes(application=application, request=request)
+            scopes = tuple(policy.without_offline_access(scopes_for_client(defaults, application)))
         action = policy.authorization_action(
             prompt=prompt,
             already_approved="consent" not in prompt and self._already_approved(application, scopes),
@@ -364,17 +384,25 @@ class OfflineAccessAuthorizationView(AuthorizationView):
 
     # Answers to the client -------------------------------------------------------
 
-    def error_at_client(self, error_class, description: str | None = None):
+    def error_at_client(self, error_class, description: str | None = None, *, before_other_errors=False):
         """Answer ``error_class`` at the client's redirect URI once the request shows it is genuine.
 
         The request is validated first (client, redirect URI): if those cannot be
         trusted the user gets the error page and nothing is redirected (RFC 6749
         4.1.2.1); if the request has another error, that one goes back instead, as
-        DOT does for ``prompt=none``.
+        DOT does for ``prompt=none``, unless ``before_other_errors``.
         """
         try:
             _scopes, credentials = self.validate_authorization_request(self.request)
         except OAuthToolkitError as error:
+            oauthlib_error = error.oauthlib_error
+            trusted = not isinstance(error, FatalClientError) and oauthlib_error.redirect_uri
+            if before_other_errors and trusted:
+                # oauthlib raises non-fatal errors only once client and redirect URI are valid.
+                ours = error_class(description=description, state=oauthlib_error.state)
+                return self.error_response(
+                    OAuthToolkitError(error=ours, redirect_uri=oauthlib_error.redirect_uri), application=None
+                )
             return self.error_response(error, application=None)
         self.response_type = credentials.get("response_type")
         error = error_class(description=description, state=credentials.get("state"))
@@ -402,7 +430,12 @@ class OfflineAccessAuthorizationView(AuthorizationView):
         response_type = (
             self.response_type or oauthlib_error.response_type or self.request.GET.get("response_type")
         )
-        response_mode = oauthlib_error.response_mode or self.request.GET.get("response_mode")
+        modes = self.request.GET.getlist("response_mode")
+        response_mode = (
+            None  # a refused response_mode: the response type's default place
+            if policy.response_mode_error(response_type, modes)
+            else oauthlib_error.response_mode or self.request.GET.get("response_mode")
+        )
         uri = add_params_to_uri(
             oauthlib_error.redirect_uri,
             oauthlib_error.twotuples,
@@ -435,6 +468,15 @@ class OfflineAccessAuthorizationView(AuthorizationView):
             # oauthlib would fall back to the request URI's scope: never grant what was not shown.
             raise OAuthToolkitError(
                 error=InvalidScopeError(state=credentials.get("state")),
+                redirect_uri=credentials["redirect_uri"],
+            )
+        mode_error = policy.response_mode_error(
+            credentials.get("response_type"), self.request.GET.getlist("response_mode")
+        )
+        if mode_error is not None:
+            # dispatch refused it for the URI's response_type; this is the signed one.
+            raise OAuthToolkitError(
+                error=InvalidRequestError(description=mode_error, state=credentials.get("state")),
                 redirect_uri=credentials["redirect_uri"],
             )
         credentials = dict(credentials)

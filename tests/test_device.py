@@ -913,19 +913,6 @@ def test_device_id_token_survives_the_refresh_as_in_the_code_flow(api, browser, 
     assert (second["sub"], second["aud"], second["iss"]) == (first["sub"], first["aud"], first["iss"])
 
 
-def test_device_client_without_a_signing_algorithm_gets_no_500(api, browser, cli):
-    """A client registered without OIDC support ("No OIDC support") that asks for openid."""
-    cli.algorithm = ""
-    cli.save()
-    api.raise_request_exception = False
-    started = start(api, cli, scope="openid")
-    approve(browser, started)
-    response = poll(api, cli, started["device_code"])
-    assert response.status_code == 200, response.content[:300]
-    assert "access_token" in response.json()
-    assert "id_token" not in response.json()  # DOT cannot sign for it
-
-
 def test_stock_oauthlib_device_grant_still_lacks_the_id_token(db):
     """Pins why offline_access.device wraps oauthlib's device grant.
 

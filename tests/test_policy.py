@@ -1210,12 +1210,17 @@ def test_authentication_action(kwargs, expected):
     [
         ("code", None, False),
         ("code", "fragment", True),
-        ("code", "form_post", False),  # not supported: the default place, as oauthlib does
+        ("code", "query", False),
+        ("code", "form_post", False),  # refused (invalid_request) in the default place
         ("code id_token", None, True),
         ("code token", None, True),
         ("id_token token", None, True),
         ("token", None, True),
-        ("token", "query", False),
+        ("id_token", None, True),
+        # Refused (invalid_request), in the only place a token-returning response is read.
+        ("token", "query", True),
+        ("code id_token", "query", True),
+        ("code token", "form_post", True),
         ("bogus", None, False),
         ("", None, False),
         (None, None, False),
@@ -1225,3 +1230,75 @@ def test_authorization_response_place_follows_the_response_type_and_mode(
     response_type, response_mode, in_fragment
 ):
     assert policy.answers_in_fragment(response_type, response_mode) is in_fragment
+
+
+@pytest.mark.parametrize(
+    ("response_type", "values", "refused"),
+    [
+        ("code", [], False),
+        ("code", [""], False),  # RFC 6749 3.1: empty is absent
+        ("code", ["query"], False),
+        ("code", ["fragment"], False),
+        ("token", ["fragment"], False),
+        ("code id_token token", ["fragment"], False),
+        ("token", [""], False),
+        # Multiple Response Type Encoding Practices 2.1: never tokens in the query.
+        ("token", ["query"], True),
+        ("id_token", ["query"], True),
+        ("id_token token", ["query"], True),
+        ("code token", ["query"], True),
+        ("code id_token", ["query"], True),
+        ("code id_token token", ["query"], True),
+        ("token code", ["query"], True),  # order does not matter (RFC 6749 3.1.1)
+        # Not supported, whatever the response type.
+        ("code", ["form_post"], True),
+        ("code", ["jwt"], True),
+        ("code", ["Query"], True),  # case-sensitive
+        ("token", ["form_post"], True),
+        # RFC 6749 3.1: not twice, even the same value.
+        ("code", ["query", "query"], True),
+        ("code", ["query", "fragment"], True),
+    ],
+)
+def test_response_mode_error(response_type, values, refused):
+    error = policy.response_mode_error(response_type, values)
+    assert (error is not None) is refused
+    if error is not None:
+        assert "response_mode" in error
+
+
+@pytest.mark.parametrize(
+    ("request_values", "request_uri_values", "error"),
+    [
+        ([], [], None),
+        ([""], [""], None),  # RFC 6749 3.1: empty is absent
+        (["eyJhbGciOiJub25lIn0.e30."], [], "request_not_supported"),
+        ([], ["https://client.example/r.jwt"], "request_uri_not_supported"),
+        ([], ["urn:ietf:params:oauth:request_uri:abc"], "request_uri_not_supported"),
+        (["", "x"], [], "request_not_supported"),
+        (["x"], ["y"], "invalid_request"),  # OIDC Core 6: not both
+    ],
+)
+def test_request_objects_are_not_supported(request_values, request_uri_values, error):
+    if error is None:
+        assert policy.check_request_object(request_values, request_uri_values) is None
+        return
+    with pytest.raises(policy.RequestObjectError) as raised:
+        policy.check_request_object(request_values, request_uri_values)
+    assert raised.value.error == error
+
+
+@pytest.mark.parametrize(
+    ("oidc_enabled", "signs", "expected"),
+    [
+        (True, True, ["openid", "offline_access", "read"]),
+        (True, False, ["offline_access", "read"]),
+        (False, False, ["openid", "offline_access", "read"]),  # without OIDC, openid is just a scope
+        (False, True, ["openid", "offline_access", "read"]),
+    ],
+)
+def test_openid_only_for_clients_the_server_signs_id_tokens_for(oidc_enabled, signs, expected):
+    scopes = ["openid", "offline_access", "read"]
+    assert (
+        policy.scopes_for_client(scopes, oidc_enabled=oidc_enabled, client_signs_id_tokens=signs) == expected
+    )

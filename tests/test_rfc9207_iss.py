@@ -4,8 +4,9 @@ A client that talks to several servers compares ``iss`` with the issuer it sent 
 user to (mix-up attacks, RFC 9700 4.4). Success and error alike, in the query for
 ``response_type=code`` and in the fragment for the implicit and hybrid response
 types, which answer there (errors included: RFC 6749 4.2.2.1, OIDC Core 3.3.2.6).
-The device grant has no authorization response. ``form_post`` is not supported
-(oauthlib answers such a request in the response type's default place, so does ``iss``).
+The device grant has no authorization response. ``form_post`` is not supported: such a
+request gets ``invalid_request`` in the response type's default place, with ``iss``
+(tests/test_response_mode.py).
 """
 
 from __future__ import annotations
@@ -217,6 +218,7 @@ def test_iss_follows_an_explicit_response_mode(browser, application, response_mo
     assert denied["error"] == ["access_denied"]
 
 
-def test_form_post_is_not_supported_and_answers_in_the_default_place(browser, application):
-    url = authorize_url(application, response_mode="form_post")
-    assert "code" in response_params(consent_then(browser, url))
+def test_form_post_is_not_supported_and_refused_in_the_default_place(browser, application):
+    params = response_params(browser.get(authorize_url(application, response_mode="form_post")))
+    assert params["error"] == ["invalid_request"]
+    assert params["state"] == ["state-123"]
