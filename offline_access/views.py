@@ -405,9 +405,9 @@ class OfflineAccessAuthorizationView(AuthorizationView):
                 )
             return self.error_response(error, application=None)
         self.response_type = credentials.get("response_type")
-        error = error_class(description=description, state=credentials.get("state"))
+        refusal = error_class(description=description, state=credentials.get("state"))
         return self.error_response(
-            OAuthToolkitError(error=error, redirect_uri=credentials["redirect_uri"]),
+            OAuthToolkitError(error=refusal, redirect_uri=credentials["redirect_uri"]),
             credentials["request"].client,
         )
 
@@ -703,7 +703,7 @@ def _refresh_token_lifetime(token) -> tuple[bool, datetime | None]:
     if family is None:
         return False, None  # no consent on record behind it: the token endpoint refuses it
     facts = refresh_facts(token, family, token.user, now)
-    if policy.refresh_refusal(facts) is not None:
+    if policy.refresh_refusal(facts) is not None or family.consent is None:
         return False, None
     return True, policy.refresh_token_expires_at(
         facts, consent_expires_at=family.consent.expires_at, token_expires_at=dot_expiry
