@@ -6,7 +6,7 @@ import base64
 import hashlib
 import secrets
 from html.parser import HTMLParser
-from urllib.parse import parse_qs, urlencode, urlparse
+from urllib.parse import parse_qs, quote_plus, urlencode, urlparse
 
 from django.test import Client
 
@@ -78,6 +78,20 @@ def exchange_code(client: Client, application, code: str):
         **client_auth(application),
     }
     return client.post("/o/token/", data)
+
+
+def offline_tokens(browser: Client, api: Client, application) -> dict:
+    """The user approves offline access (prompt=consent, Allow); the client exchanges the code."""
+    response = exchange_code(api, application, get_code(browser, application, prompt="consent"))
+    assert response.status_code == 200, response.content
+    tokens = response.json()
+    assert "refresh_token" in tokens, tokens
+    return tokens
+
+
+def basic_authorization(client_id: str, secret: str) -> str:
+    """An ``Authorization: Basic`` value; RFC 6749 2.3.1 form-encodes both parts first."""
+    return "Basic " + base64.b64encode(f"{quote_plus(client_id)}:{quote_plus(secret)}".encode()).decode()
 
 
 def refresh(client: Client, application, refresh_token: str, **extra):

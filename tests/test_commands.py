@@ -12,7 +12,7 @@ from django.utils import timezone
 from offline_access.models import Consent, ConsentEvent, OfflineTokenFamily
 
 from . import factories
-from .oauth import exchange_code, get_code, refresh
+from .oauth import exchange_code, get_code, offline_tokens, refresh
 
 Via = ConsentEvent.Via
 Action = ConsentEvent.Action
@@ -22,15 +22,6 @@ def run(command: str, *args: str) -> str:
     out = StringIO()
     call_command(command, *args, stdout=out, stderr=StringIO())
     return out.getvalue()
-
-
-def offline_tokens(browser, api, application) -> dict:
-    code = get_code(browser, application, prompt="consent")
-    response = exchange_code(api, application, code)
-    assert response.status_code == 200, response.content
-    body = response.json()
-    assert "refresh_token" in body, body
-    return body
 
 
 def assert_refresh_refused(api, application, refresh_token: str) -> None:

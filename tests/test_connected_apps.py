@@ -24,7 +24,7 @@ from oauth2_provider.models import get_refresh_token_model
 from offline_access.models import Consent, ConsentEvent, OfflineTokenFamily
 
 from . import factories
-from .oauth import authorize_url, exchange_code, get_code, refresh, stored
+from .oauth import authorize_url, offline_tokens, refresh, stored
 from .test_consent_screen import _template_source, translated_strings
 
 #: GET /o/connected-apps/ for a logged-in user: session, user, consents, devices.
@@ -123,16 +123,6 @@ def shown_datetime(value) -> str:
     return formats.date_format(timezone.localtime(value), "DATETIME_FORMAT")
 
 
-def install(browser: Client, api: Client, application) -> dict:
-    """One more device: the user consents with prompt=consent, the client exchanges the code."""
-    code = get_code(browser, application, prompt="consent")
-    response = exchange_code(api, application, code)
-    assert response.status_code == 200, response.content
-    tokens = response.json()
-    assert "refresh_token" in tokens
-    return tokens
-
-
 def family_of(tokens: dict) -> OfflineTokenFamily:
     token = get_refresh_token_model().objects.get(token=stored(tokens["refresh_token"]))
     return OfflineTokenFamily.objects.get(token_family=token.token_family)
@@ -175,7 +165,7 @@ def test_urls_are_named_in_the_oauth2_provider_namespace():
 
 @override_settings(X_FRAME_OPTIONS="SAMEORIGIN")
 def test_pages_cannot_be_framed_or_cached(browser, api, user, application):
-    tokens = install(browser, api, application)
+    tokens = offline_tokens(browser, api, application)
     consent = active_consent(user, application)
     for url in (LIST_URL, revoke_app_url(consent.pk), revoke_device_url(family_of(tokens).pk)):
         response = browser.get(url)
@@ -191,7 +181,7 @@ def test_list_refuses_post(browser):
 
 @pytest.mark.parametrize("method", ["put", "delete", "patch"])
 def test_revoke_pages_refuse_other_methods(browser, api, user, application, method):
-    tokens = install(browser, api, application)
+    tokens = offline_tokens(browser, api, application)
     consent = active_consent(user, application)
     for url in (revoke_app_url(consent.pk), revoke_device_url(family_of(tokens).pk)):
         assert getattr(browser, method)(url).status_code == 405, url
@@ -202,8 +192,8 @@ def test_revoke_pages_refuse_other_methods(browser, api, user, application, meth
 
 
 def test_list_shows_name_scopes_given_at_last_used_and_devices(browser, api, user, application):
-    first = install(browser, api, application)
-    second = install(browser, api, application)
+    first = offline_tokens(browser, api, application)
+    second = offline_tokens(browser, api, application)
     rotated = refresh(api, application, second["refresh_token"]).json()
     consent = active_consent(user, application)
     last_refresh = get_refresh_token_model().objects.get(token=stored(rotated["refresh_token"])).created
@@ -244,8 +234,8 @@ def test_list_shows_a_consent_not_used_yet(browser, enduring_consent):
 
 
 def test_list_shows_every_connected_app_once(browser, api, user, application, native_application):
-    install(browser, api, application)
-    install(browser, api, native_application)
+    offline_tokens(browser, api, application)
+    offline_tokens(browser, api, native_application)
     # An administrator's enduring consent next to the user's own: still one entry.
     factories.EnduringConsentFactory(user=user, application=application)
 
@@ -282,8 +272,8 @@ def test_list_leaves_out_other_users_and_ended_consents(browser, other_user, use
 
 
 def test_list_leaves_out_revoked_devices(browser, api, user, application):
-    kept = install(browser, api, application)
-    revoked = install(browser, api, application)
+    kept = offline_tokens(browser, api, application)
+    revoked = offline_tokens(browser, api, application)
     browser.post(revoke_device_url(family_of(revoked).pk))
 
     response, page = show(browser)
@@ -295,7 +285,7 @@ def test_list_leaves_out_revoked_devices(browser, api, user, application):
 
 def test_app_signed_out_by_the_client_stays_listed_as_allowed_on_no_device(browser, api, user, application):
     """RFC 7009: the client revoked its refresh token, ending its only device; the consent stands."""
-    tokens = install(browser, api, application)
+    tokens = offline_tokens(browser, api, application)
     revoked = api.post(
         "/o/revoke_token/",
         {
@@ -330,7 +320,7 @@ def test_app_signed_out_by_the_client_stays_listed_as_allowed_on_no_device(brows
 
 
 def test_app_whose_last_device_the_user_revoked_stays_listed_as_allowed(browser, api, user, application):
-    tokens = install(browser, api, application)
+    tokens = offline_tokens(browser, api, application)
     browser.post(revoke_device_url(family_of(tokens).pk))
 
     _response, page = show(browser)
@@ -340,9 +330,9 @@ def test_app_whose_last_device_the_user_revoked_stays_listed_as_allowed(browser,
 
 
 def test_list_is_accessible_headings_and_button_names(browser, api, application, native_application):
-    install(browser, api, application)
-    install(browser, api, application)
-    install(browser, api, native_application)
+    offline_tokens(browser, api, application)
+    offline_tokens(browser, api, application)
+    offline_tokens(browser, api, native_application)
 
     _response, page = show(browser)
 
@@ -393,8 +383,8 @@ def test_consent_screen_links_to_the_connected_apps_page(browser, application):
 
 
 def test_confirm_page_says_what_will_happen_and_changes_nothing(browser, api, user, application):
-    first = install(browser, api, application)
-    install(browser, api, application)
+    first = offline_tokens(browser, api, application)
+    offline_tokens(browser, api, application)
     consent = active_consent(user, application)
 
     _response, page = show(browser, revoke_app_url(consent.pk))
@@ -415,9 +405,9 @@ def test_confirm_page_says_what_will_happen_and_changes_nothing(browser, api, us
 def test_C5_user_revokes_an_application_and_the_token_endpoint_refuses_it_at_once(
     browser, api, user, application, native_application
 ):
-    first = install(browser, api, application)
-    second = install(browser, api, application)
-    other_app = install(browser, api, native_application)
+    first = offline_tokens(browser, api, application)
+    second = offline_tokens(browser, api, application)
+    other_app = offline_tokens(browser, api, native_application)
     consent = active_consent(user, application)
 
     response = browser.post(revoke_app_url(consent.pk))
@@ -446,7 +436,7 @@ def test_C5_user_revokes_an_application_and_the_token_endpoint_refuses_it_at_onc
 
 
 def test_revoking_an_application_revokes_its_enduring_consent_too(browser, api, user, application):
-    tokens = install(browser, api, application)
+    tokens = offline_tokens(browser, api, application)
     interactive = active_consent(user, application)
     enduring = factories.EnduringConsentFactory(user=user, application=application)
 
@@ -460,7 +450,7 @@ def test_revoking_an_application_revokes_its_enduring_consent_too(browser, api, 
 
 
 def test_revoking_an_application_twice_is_harmless(browser, api, user, application):
-    install(browser, api, application)
+    offline_tokens(browser, api, application)
     consent = active_consent(user, application)
     browser.post(revoke_app_url(consent.pk))
 
@@ -478,8 +468,8 @@ def test_revoking_an_application_twice_is_harmless(browser, api, user, applicati
 
 
 def test_device_confirm_page_says_what_will_happen_and_changes_nothing(browser, api, user, application):
-    tokens = install(browser, api, application)
-    install(browser, api, application)
+    tokens = offline_tokens(browser, api, application)
+    offline_tokens(browser, api, application)
     family = family_of(tokens)
 
     _response, page = show(browser, revoke_device_url(family.pk))
@@ -496,8 +486,8 @@ def test_device_confirm_page_says_what_will_happen_and_changes_nothing(browser, 
 
 
 def test_user_revokes_one_device_and_only_its_tokens_are_refused(browser, api, user, application):
-    phone = install(browser, api, application)
-    laptop = install(browser, api, application)
+    phone = offline_tokens(browser, api, application)
+    laptop = offline_tokens(browser, api, application)
     consent = active_consent(user, application)
 
     response = browser.post(revoke_device_url(family_of(phone).pk))
@@ -523,7 +513,7 @@ def test_user_revokes_one_device_and_only_its_tokens_are_refused(browser, api, u
 
 
 def test_revoking_a_device_twice_is_harmless(browser, api, user, application):
-    tokens = install(browser, api, application)
+    tokens = offline_tokens(browser, api, application)
     family = family_of(tokens)
     browser.post(revoke_device_url(family.pk))
 
@@ -540,7 +530,7 @@ def test_revoking_a_device_twice_is_harmless(browser, api, user, application):
 
 
 def test_revoking_without_csrf_token_is_forbidden(browser, api, user, application):
-    tokens = install(browser, api, application)
+    tokens = offline_tokens(browser, api, application)
     strict = Client(enforce_csrf_checks=True)
     strict.force_login(user)
     consent = active_consent(user, application)
@@ -557,7 +547,7 @@ def test_revoking_without_csrf_token_is_forbidden(browser, api, user, applicatio
 
 
 def test_revoking_with_the_confirm_pages_csrf_token_works(browser, api, user, application):
-    tokens = install(browser, api, application)
+    tokens = offline_tokens(browser, api, application)
     strict = Client(enforce_csrf_checks=True)
     strict.force_login(user)
     consent = active_consent(user, application)
@@ -577,7 +567,7 @@ def test_revoking_with_the_confirm_pages_csrf_token_works(browser, api, user, ap
 def test_another_users_consent_and_device_are_not_found(api, user, other_user, application, method):
     victim = Client()
     victim.force_login(user)
-    tokens = install(victim, api, application)
+    tokens = offline_tokens(victim, api, application)
     consent = active_consent(user, application)
     family = family_of(tokens)
     attacker = Client()

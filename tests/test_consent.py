@@ -20,6 +20,7 @@ from .oauth import (
     client_auth,
     exchange_code,
     get_code,
+    offline_tokens,
     redirect_params,
     refresh,
     stored,
@@ -49,16 +50,6 @@ def logged_in(user) -> Client:
     client = Client()
     client.force_login(user)
     return client
-
-
-def offline_tokens(browser: Client, api: Client, application) -> dict:
-    """Consent on the screen (prompt=consent) and exchange the code: an offline token pair."""
-    code = get_code(browser, application, prompt="consent")
-    response = exchange_code(api, application, code)
-    assert response.status_code == 200, response.content
-    body = response.json()
-    assert "refresh_token" in body, body
-    return body
 
 
 def interactive_consent(user, application) -> Consent:

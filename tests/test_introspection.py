@@ -15,7 +15,6 @@ readable by any authorized caller, as DOT allows, so resource servers work.
 
 from __future__ import annotations
 
-import base64
 import calendar
 from datetime import timedelta
 
@@ -29,7 +28,7 @@ from offline_access.models import Consent, ConsentEvent, OfflineTokenFamily
 
 from . import factories
 from .factories import CLIENT_SECRET
-from .oauth import exchange_code, get_code, refresh, stored
+from .oauth import basic_authorization, offline_tokens, refresh, stored
 
 AccessToken = get_access_token_model()
 RefreshToken = get_refresh_token_model()
@@ -41,19 +40,6 @@ RS_TOKEN = "resource-server-introspection-token"
 
 
 # Helpers ------------------------------------------------------------------------
-
-
-def basic(client_id: str, secret: str) -> str:
-    return "Basic " + base64.b64encode(f"{client_id}:{secret}".encode()).decode()
-
-
-def offline_tokens(browser: Client, api: Client, application) -> dict:
-    code = get_code(browser, application, prompt="consent")
-    response = exchange_code(api, application, code)
-    assert response.status_code == 200, response.content
-    tokens = response.json()
-    assert "refresh_token" in tokens
-    return tokens
 
 
 def bearer_token(application, *, scope: str, value: str = RS_TOKEN, expires_in: int = 300) -> str:
@@ -84,7 +70,9 @@ def ask(api: Client, method: str, token: str, *, data=None, **headers):
 
 def introspect_as_owner(api: Client, application, token: str, **fields) -> dict:
     response = api.post(
-        URL, {"token": token, **fields}, HTTP_AUTHORIZATION=basic(application.client_id, CLIENT_SECRET)
+        URL,
+        {"token": token, **fields},
+        HTTP_AUTHORIZATION=basic_authorization(application.client_id, CLIENT_SECRET),
     )
     assert response.status_code == 200, response.content
     return response.json()
@@ -137,7 +125,9 @@ def test_public_client_with_client_id_only_cannot_read_another_clients_token(
 
 
 def test_public_client_with_empty_basic_secret_is_refused(api, victim_tokens, native_application):
-    response = ask(api, "post", victim_tokens["access_token"], HTTP_AUTHORIZATION=basic("phone-app", ""))
+    response = ask(
+        api, "post", victim_tokens["access_token"], HTTP_AUTHORIZATION=basic_authorization("phone-app", "")
+    )
     assert_refused(response)
     assert 'Basic realm="oauth"' in response["WWW-Authenticate"]
 
@@ -157,7 +147,7 @@ def test_public_client_with_a_stored_secret_is_refused(api, victim_tokens):
     """A public client cannot keep a secret (RFC 6749 2.1): knowing one proves nothing."""
     factories.PublicApplicationFactory(client_id="leaky-app", client_secret="leaked-secret")
     for auth in (
-        {"HTTP_AUTHORIZATION": basic("leaky-app", "leaked-secret")},
+        {"HTTP_AUTHORIZATION": basic_authorization("leaky-app", "leaked-secret")},
         {"data": {"client_id": "leaky-app", "client_secret": "leaked-secret"}},
     ):
         assert_refused(ask(api, "post", victim_tokens["access_token"], **auth))
@@ -167,7 +157,7 @@ def test_confidential_client_stored_without_a_secret_is_refused(api, victim_toke
     """DOT compares an empty secret with an empty stored one and calls that authenticated."""
     factories.ApplicationFactory(client_id="secretless", client_secret="", hash_client_secret=False)
     for auth in (
-        {"HTTP_AUTHORIZATION": basic("secretless", "")},
+        {"HTTP_AUTHORIZATION": basic_authorization("secretless", "")},
         {"data": {"client_id": "secretless"}},
         {"data": {"client_id": "secretless", "client_secret": ""}},
     ):
@@ -182,15 +172,17 @@ def test_no_credentials_get_json_401_not_html_403(api, victim_tokens, method):
 
 def test_wrong_secret_is_refused(api, victim_tokens, other_application):
     for auth in (
-        {"HTTP_AUTHORIZATION": basic(other_application.client_id, "not-the-secret")},
+        {"HTTP_AUTHORIZATION": basic_authorization(other_application.client_id, "not-the-secret")},
         {"data": {"client_id": other_application.client_id, "client_secret": "not-the-secret"}},
     ):
         assert_refused(ask(api, "post", victim_tokens["access_token"], **auth))
-    assert_refused(ask(api, "get", "", HTTP_AUTHORIZATION=basic("calendar-sync", "wrong")))
+    assert_refused(ask(api, "get", "", HTTP_AUTHORIZATION=basic_authorization("calendar-sync", "wrong")))
 
 
 def test_unknown_client_is_refused(api, victim_tokens):
-    assert_refused(ask(api, "post", victim_tokens["access_token"], HTTP_AUTHORIZATION=basic("nobody", "x")))
+    assert_refused(
+        ask(api, "post", victim_tokens["access_token"], HTTP_AUTHORIZATION=basic_authorization("nobody", "x"))
+    )
 
 
 def test_two_authentication_methods_at_once_are_refused(
@@ -202,7 +194,7 @@ def test_two_authentication_methods_at_once_are_refused(
         "post",
         victim_tokens["access_token"],
         data={"client_id": native_application.client_id},
-        HTTP_AUTHORIZATION=basic(other_application.client_id, "wrong"),
+        HTTP_AUTHORIZATION=basic_authorization(other_application.client_id, "wrong"),
     )
     assert_refused(response)
 
@@ -255,7 +247,7 @@ def expected_access_token_answer(tokens: dict) -> dict:
 
 
 def test_confidential_client_with_client_secret_basic(api, victim_tokens, other_application):
-    auth = basic(other_application.client_id, CLIENT_SECRET)
+    auth = basic_authorization(other_application.client_id, CLIENT_SECRET)
     response = ask(api, "post", victim_tokens["access_token"], HTTP_AUTHORIZATION=auth)
     assert response.status_code == 200, response.content
     assert response.json() == expected_access_token_answer(victim_tokens)
@@ -270,7 +262,9 @@ def assert_authorized_but_no_token(response) -> None:
 
 def test_get_with_client_secret_basic_passes_the_caller_check(api, other_application):
     assert_authorized_but_no_token(
-        ask(api, "get", "", HTTP_AUTHORIZATION=basic(other_application.client_id, CLIENT_SECRET))
+        ask(
+            api, "get", "", HTTP_AUTHORIZATION=basic_authorization(other_application.client_id, CLIENT_SECRET)
+        )
     )
 
 
@@ -281,7 +275,10 @@ def test_get_with_introspection_bearer_token_passes_the_caller_check(api, resour
 
 def test_token_in_the_url_is_refused_whoever_asks(api, victim_tokens, other_application, native_application):
     """RFC 6749 2.3.1 / RFC 9700 4.3.2: never in the URL, so never answered from there."""
-    for headers in ({"HTTP_AUTHORIZATION": basic(other_application.client_id, CLIENT_SECRET)}, {}):
+    for headers in (
+        {"HTTP_AUTHORIZATION": basic_authorization(other_application.client_id, CLIENT_SECRET)},
+        {},
+    ):
         response = api.get(URL, {"token": victim_tokens["access_token"]}, **headers)
         assert response.status_code == 400
         assert response.json()["error"] == "invalid_request"
@@ -316,14 +313,19 @@ def test_resource_server_with_introspection_scope(api, victim_tokens, resource_s
 
 def test_authorized_caller_gets_inactive_for_unknown_token(api, other_application):
     response = ask(
-        api, "post", "no-such-token", HTTP_AUTHORIZATION=basic(other_application.client_id, CLIENT_SECRET)
+        api,
+        "post",
+        "no-such-token",
+        HTTP_AUTHORIZATION=basic_authorization(other_application.client_id, CLIENT_SECRET),
     )
     assert response.status_code == 200
     assert response.json() == {"active": False}
 
 
 def test_missing_token_parameter_is_invalid_request(api, other_application):
-    response = api.post(URL, {}, HTTP_AUTHORIZATION=basic(other_application.client_id, CLIENT_SECRET))
+    response = api.post(
+        URL, {}, HTTP_AUTHORIZATION=basic_authorization(other_application.client_id, CLIENT_SECRET)
+    )
     assert response.status_code == 400
     assert response.json()["error"] == "invalid_request"
 
@@ -380,7 +382,7 @@ def test_refresh_token_hint_is_optional(api, victim_tokens, application):
 
 def test_another_confidential_client_reads_a_refresh_token_as_inactive(api, victim_tokens, other_application):
     """Only the owner ever presents a refresh token to the AS: nobody else may read one."""
-    auth = basic(other_application.client_id, CLIENT_SECRET)
+    auth = basic_authorization(other_application.client_id, CLIENT_SECRET)
     response = ask(api, "post", victim_tokens["refresh_token"], HTTP_AUTHORIZATION=auth)
     assert response.status_code == 200
     assert response.json() == {"active": False}
@@ -445,7 +447,7 @@ def test_revoked_refresh_token_is_inactive(api, victim_tokens, application):
     response = api.post(
         "/o/revoke_token/",
         {"token": victim_tokens["refresh_token"], "token_type_hint": "refresh_token"},
-        HTTP_AUTHORIZATION=basic(application.client_id, CLIENT_SECRET),
+        HTTP_AUTHORIZATION=basic_authorization(application.client_id, CLIENT_SECRET),
     )
     assert response.status_code == 200
     assert introspect_as_owner(api, application, victim_tokens["refresh_token"]) == {"active": False}
@@ -469,7 +471,7 @@ def test_answers_hold_under_login_required_middleware(api, settings, victim_toke
         pytest.skip("LoginRequiredMiddleware is new in Django 5.1")
     settings.MIDDLEWARE = [*settings.MIDDLEWARE, "django.contrib.auth.middleware.LoginRequiredMiddleware"]
     assert_refused(ask(api, "post", victim_tokens["access_token"]))
-    auth = basic(other_application.client_id, CLIENT_SECRET)
+    auth = basic_authorization(other_application.client_id, CLIENT_SECRET)
     response = ask(api, "post", victim_tokens["access_token"], HTTP_AUTHORIZATION=auth)
     assert response.status_code == 200
     assert response.json()["active"] is True

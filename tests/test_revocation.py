@@ -12,8 +12,6 @@ the answer is still 200 (RFC 7009 2.2).
 
 from __future__ import annotations
 
-import base64
-
 import pytest
 from django.test import Client
 from oauth2_provider.models import get_access_token_model, get_refresh_token_model
@@ -23,25 +21,12 @@ from offline_access.models import Consent, ConsentEvent, OfflineTokenFamily
 
 from . import factories
 from .factories import CLIENT_SECRET
-from .oauth import client_auth, exchange_code, get_code, refresh, stored
+from .oauth import basic_authorization, client_auth, exchange_code, get_code, offline_tokens, refresh, stored
 
 AccessToken = get_access_token_model()
 RefreshToken = get_refresh_token_model()
 
 URL = "/o/revoke_token/"
-
-
-def basic(client_id: str, secret: str) -> str:
-    return "Basic " + base64.b64encode(f"{client_id}:{secret}".encode()).decode()
-
-
-def offline_tokens(browser: Client, api: Client, application) -> dict:
-    code = get_code(browser, application, prompt="consent")
-    response = exchange_code(api, application, code)
-    assert response.status_code == 200, response.content
-    tokens = response.json()
-    assert "refresh_token" in tokens
-    return tokens
 
 
 def rotate(api: Client, application, tokens: dict) -> dict:
@@ -62,7 +47,9 @@ def revoke(api: Client, application, token: str, hint: str | None = None):
 def introspect(api: Client, application, token: str) -> dict:
     """As the owning (confidential) client."""
     response = api.post(
-        "/o/introspect/", {"token": token}, HTTP_AUTHORIZATION=basic(application.client_id, CLIENT_SECRET)
+        "/o/introspect/",
+        {"token": token},
+        HTTP_AUTHORIZATION=basic_authorization(application.client_id, CLIENT_SECRET),
     )
     assert response.status_code == 200, response.content
     return response.json()
