@@ -89,19 +89,25 @@ def claimed_auth_time(recorded: datetime | None, user) -> datetime | None:
 # Re-authentication requested by the authorization endpoint ---------------------------
 
 
+def without_login_prompt(pairs: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Query parameters with ``login`` taken out of ``prompt`` (and ``prompt`` dropped if it empties)."""
+    kept = []
+    for key, value in pairs:
+        if key == "prompt":
+            value = " ".join(part for part in value.split() if part != "login")
+            if not value:
+                continue
+        kept.append((key, value))
+    return kept
+
+
 def request_fingerprint(pairs: Iterable[tuple[str, str]]) -> str:
     """Identifies an authorization request, ``login`` in ``prompt`` left out.
 
     The request sent to log in for ``prompt=login`` comes back without ``login``
     (so that the user logs in once); both must have the same fingerprint.
     """
-    normalised = []
-    for key, value in pairs:
-        if key == "prompt":
-            value = " ".join(part for part in value.split() if part != "login")
-            if not value:
-                continue
-        normalised.append((key, value))
+    normalised = without_login_prompt(pairs)
     digest = hashlib.sha256(repr(sorted(normalised)).encode("utf-8")).hexdigest()
     return digest[:32]
 

@@ -332,14 +332,7 @@ class OfflineAccessAuthorizationView(AuthorizationView):
         """
         authentication.request_reauthentication(self.request, self._request_fingerprint())
         parsed = urlparse(self.request.get_full_path())
-        query = [(key, value) for key, value in parse_qsl(parsed.query, keep_blank_values=True)]
-        kept = []
-        for key, value in query:
-            if key == "prompt":
-                value = " ".join(part for part in value.split() if part != "login")
-                if not value:
-                    continue
-            kept.append((key, value))
+        kept = authentication.without_login_prompt(parse_qsl(parsed.query, keep_blank_values=True))
         next_url = parsed._replace(query=urlencode(kept)).geturl()
         return redirect_to_login(next_url, resolve_url(self.get_login_url()), self.get_redirect_field_name())
 

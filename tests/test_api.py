@@ -32,8 +32,8 @@ from offline_access.conf import settings as offline_access_settings
 from offline_access.models import Consent, ConsentEvent, OfflineTokenFamily
 
 from . import factories
-from .oauth import exchange_code, get_code, refresh, stored
-from .test_connected_apps import family_of, install, userinfo
+from .oauth import exchange_code, get_code, offline_tokens, refresh, stored
+from .test_connected_apps import family_of, userinfo
 
 #: GET /api/offline-access/me/consents/ with a session: session, user, count, page.
 MY_CONSENTS_QUERIES = 4
@@ -374,8 +374,8 @@ def test_staff_bearer_token_is_refused_on_the_staff_endpoints_whatever_its_scope
 def test_my_consents_lists_only_my_consents_in_force(
     browser, api, me, user, other_user, application, native_application
 ):
-    install(browser, api, application)
-    second = install(browser, api, application)
+    offline_tokens(browser, api, application)
+    second = offline_tokens(browser, api, application)
     rotated = refresh(api, application, second["refresh_token"]).json()
     last_used = RefreshToken.objects.get(token=stored(rotated["refresh_token"])).created
     interactive = active_consent(user, application)
@@ -421,10 +421,10 @@ def test_my_consents_lists_only_my_consents_in_force(
 def test_my_devices_lists_only_my_live_token_families(
     browser, api, me, user, other_user, application, native_application
 ):
-    kept = install(browser, api, application)
+    kept = offline_tokens(browser, api, application)
     rotated = refresh(api, application, kept["refresh_token"]).json()
-    phone = install(browser, api, native_application)
-    revoked = install(browser, api, application)
+    phone = offline_tokens(browser, api, native_application)
+    revoked = offline_tokens(browser, api, application)
     me.post(my_device_revoke(family_of(revoked).pk))
     # Another user's device of the same client.
     add_device(factories.ConsentFactory(user=other_user, application=application))
@@ -454,8 +454,8 @@ def test_my_devices_lists_only_my_live_token_families(
 
 
 def test_C5_user_revokes_own_consent_through_the_api(browser, api, me, user, application):
-    first = install(browser, api, application)
-    second = install(browser, api, application)
+    first = offline_tokens(browser, api, application)
+    second = offline_tokens(browser, api, application)
     consent = active_consent(user, application)
 
     response = me.post(my_consent_revoke(consent.pk), {"reason": "Lost my phone"}, format="json")
@@ -474,7 +474,7 @@ def test_C5_user_revokes_own_consent_through_the_api(browser, api, me, user, app
 
 
 def test_user_revokes_own_consent_without_a_reason(browser, api, me, user, application):
-    tokens = install(browser, api, application)
+    tokens = offline_tokens(browser, api, application)
     consent = active_consent(user, application)
 
     response = me.post(my_consent_revoke(consent.pk))
@@ -487,7 +487,7 @@ def test_user_revokes_own_consent_without_a_reason(browser, api, me, user, appli
 
 
 def test_revoking_an_ended_consent_again_changes_nothing(browser, api, me, user, application):
-    install(browser, api, application)
+    offline_tokens(browser, api, application)
     consent = active_consent(user, application)
     me.post(my_consent_revoke(consent.pk))
     events = consent.events.count()
@@ -500,8 +500,8 @@ def test_revoking_an_ended_consent_again_changes_nothing(browser, api, me, user,
 
 
 def test_user_revokes_one_device_and_keeps_the_consent(browser, api, me, user, application):
-    lost = install(browser, api, application)
-    kept = install(browser, api, application)
+    lost = offline_tokens(browser, api, application)
+    kept = offline_tokens(browser, api, application)
     consent = active_consent(user, application)
     lost_family = family_of(lost)
 
@@ -522,7 +522,7 @@ def test_user_revokes_one_device_and_keeps_the_consent(browser, api, me, user, a
 
 @pytest.mark.parametrize("auth", ["session", "bearer"])
 def test_another_users_consent_and_device_are_not_found(browser, api, user, other_user, application, auth):
-    tokens = install(browser, api, application)
+    tokens = offline_tokens(browser, api, application)
     consent = active_consent(user, application)
     family = family_of(tokens)
     if auth == "session":
@@ -820,9 +820,9 @@ def test_grant_enduring_consent_rejects_bad_input(staff_api, user, application, 
 
 
 def test_C5_staff_revokes_one_consent(staff_api, staff, browser, api, user, application, native_application):
-    first = install(browser, api, application)
-    second = install(browser, api, application)
-    untouched = install(browser, api, native_application)
+    first = offline_tokens(browser, api, application)
+    second = offline_tokens(browser, api, application)
+    untouched = offline_tokens(browser, api, native_application)
     consent = active_consent(user, application)
 
     response = staff_api.post(consent_revoke(consent.pk), {"reason": "Account compromised"}, format="json")
@@ -852,8 +852,8 @@ def test_staff_revoking_an_unknown_consent_is_not_found(staff_api):
 def test_C5_staff_revokes_everything_of_a_user(
     staff_api, staff, browser, api, user, other_user, application, native_application
 ):
-    calendar = install(browser, api, application)
-    phone = install(browser, api, native_application)
+    calendar = offline_tokens(browser, api, application)
+    phone = offline_tokens(browser, api, native_application)
     enduring = factories.EnduringConsentFactory(user=user, application=application)
     mallory = factories.ConsentFactory(user=other_user, application=application)
 
@@ -879,8 +879,8 @@ def test_C5_staff_revokes_everything_of_a_user(
 def test_C5_staff_revokes_everything_held_by_an_application(
     staff_api, staff, api, browser, user, other_user, application, native_application
 ):
-    alice_calendar = install(browser, api, application)
-    alice_phone = install(browser, api, native_application)
+    alice_calendar = offline_tokens(browser, api, application)
+    alice_phone = offline_tokens(browser, api, native_application)
     mallory_browser = factories.ConsentFactory(user=other_user, application=application)
     mallory_device = add_device(mallory_browser)
 
@@ -902,8 +902,8 @@ def test_C5_staff_revokes_everything_held_by_an_application(
 def test_C5_staff_revokes_one_users_access_to_one_application(
     staff_api, api, browser, user, other_user, application, native_application
 ):
-    alice_calendar = install(browser, api, application)
-    alice_phone = install(browser, api, native_application)
+    alice_calendar = offline_tokens(browser, api, application)
+    alice_phone = offline_tokens(browser, api, native_application)
     mallory_calendar = factories.ConsentFactory(user=other_user, application=application)
 
     response = staff_api.post(
@@ -923,7 +923,7 @@ def test_C5_staff_revokes_one_users_access_to_one_application(
 def test_revoke_everything_also_revokes_families_without_a_consent_in_force(
     staff_api, api, browser, user, application
 ):
-    tokens = install(browser, api, application)
+    tokens = offline_tokens(browser, api, application)
     # The consent was ended without going through services (a bulk update): its tokens are
     # still unrevoked, and revoking everything of the user revokes them too.
     Consent.objects.filter(user=user).update(status=Consent.Status.REVOKED)
