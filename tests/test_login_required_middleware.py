@@ -13,7 +13,6 @@ from __future__ import annotations
 from urllib.parse import parse_qs, urlparse
 
 import pytest
-from django.contrib.auth.middleware import LoginRequiredMiddleware
 from django.contrib.auth.models import AnonymousUser
 from django.test import Client, RequestFactory
 from django.urls import URLResolver, get_resolver, resolve, reverse
@@ -403,6 +402,8 @@ def test_rest_api_answers_a_bearer_client_itself_with_an_older_drf(drf_before_3_
         "/api/offline-access/x/", HTTP_AUTHORIZATION="Bearer not-a-token", HTTP_ACCEPT="application/json"
     )
     request.user = AnonymousUser()
+
+    from django.contrib.auth.middleware import LoginRequiredMiddleware  # Django 5.1+; the module skips before
 
     assert LoginRequiredMiddleware(lambda request: None).process_view(request, view, (), {}) is None
     response = view(request, pk=1) if "pk" in str(pattern.pattern) else view(request)
