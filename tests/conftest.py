@@ -4,6 +4,7 @@ import pytest
 from django.test import Client
 
 from . import factories
+from .oauth import LOGIN_REQUIRED_MIDDLEWARE
 
 
 @pytest.fixture
@@ -84,9 +85,6 @@ def dot_settings(settings):
     reset_oauthlib_cores()
 
 
-LOGIN_REQUIRED_MIDDLEWARE = "django.contrib.auth.middleware.LoginRequiredMiddleware"
-
-
 @pytest.fixture
 def login_required_middleware(settings):
     """A site with Django's LoginRequiredMiddleware (5.1+): every view needs a user unless marked.
@@ -97,4 +95,5 @@ def login_required_middleware(settings):
 
     if django.VERSION < (5, 1):
         pytest.skip("LoginRequiredMiddleware exists from Django 5.1")
-    settings.MIDDLEWARE = [*settings.MIDDLEWARE, LOGIN_REQUIRED_MIDDLEWARE]
+    if LOGIN_REQUIRED_MIDDLEWARE not in settings.MIDDLEWARE:  # the whole run may have it already
+        settings.MIDDLEWARE = [*settings.MIDDLEWARE, LOGIN_REQUIRED_MIDDLEWARE]

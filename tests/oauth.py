@@ -8,6 +8,7 @@ import secrets
 from html.parser import HTMLParser
 from urllib.parse import parse_qs, quote_plus, urlencode, urlparse
 
+from django.conf import settings
 from django.test import Client
 
 from .factories import CLIENT_SECRET
@@ -148,6 +149,15 @@ def discovery_issuer(client: Client | None = None) -> str:
     response = (client or Client()).get("/o/.well-known/openid-configuration")
     assert response.status_code == 200, response.status_code
     return response.json()["issuer"]
+
+
+LOGIN_REQUIRED_MIDDLEWARE = "django.contrib.auth.middleware.LoginRequiredMiddleware"
+
+
+def login_required_middleware_enabled() -> bool:
+    """Whether this request will pass Django's LoginRequiredMiddleware (the tox env
+    py311-dj52-loginrequired, or the ``login_required_middleware`` fixture)."""
+    return LOGIN_REQUIRED_MIDDLEWARE in settings.MIDDLEWARE
 
 
 def login_redirect_next(response) -> str:

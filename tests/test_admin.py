@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
 
 import pytest
+from django.conf import settings
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
@@ -26,7 +27,14 @@ from oauth2_provider.models import get_access_token_model, get_application_model
 from offline_access.models import ClientPolicy, Consent, ConsentEvent, OfflineTokenFamily
 
 from . import factories
-from .oauth import exchange_code, get_code, refresh, stored, stored_checksum
+from .oauth import (
+    exchange_code,
+    get_code,
+    login_required_middleware_enabled,
+    refresh,
+    stored,
+    stored_checksum,
+)
 
 User = get_user_model()
 Application = get_application_model()
@@ -115,6 +123,15 @@ def assert_access_token_alive(access_token: str) -> None:
 
 
 def login_redirect(url: str) -> str:
+    """Where an anonymous visitor of an admin ``url`` is sent: the admin's login page.
+
+    Under Django's LoginRequiredMiddleware the middleware answers first, with the
+    site's ``LOGIN_URL``: Django exempts only the admin's login view, so every other
+    admin page is refused before the admin's own check (Django's documented
+    behaviour). The visitor is still refused and sent to log in, only elsewhere.
+    """
+    if login_required_middleware_enabled():
+        return f"{settings.LOGIN_URL}?next={url}"
     return f"{reverse('admin:login')}?next={url}"
 
 

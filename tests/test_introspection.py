@@ -461,15 +461,12 @@ def test_refresh_token_of_a_public_client_cannot_be_introspected_by_anyone(api, 
     )
 
 
-def test_answers_hold_under_login_required_middleware(api, settings, victim_tokens, other_application):
+@pytest.mark.usefixtures("login_required_middleware")
+def test_answers_hold_under_login_required_middleware(api, victim_tokens, other_application):
     """Django 5.1+'s LoginRequiredMiddleware must not turn the 401 into a login redirect.
 
     DOT marks its dispatch login-not-required; the view keeps DOT's dispatch, so the marker.
     """
-    django = pytest.importorskip("django")
-    if django.VERSION < (5, 1):
-        pytest.skip("LoginRequiredMiddleware is new in Django 5.1")
-    settings.MIDDLEWARE = [*settings.MIDDLEWARE, "django.contrib.auth.middleware.LoginRequiredMiddleware"]
     assert_refused(ask(api, "post", victim_tokens["access_token"]))
     auth = basic_authorization(other_application.client_id, CLIENT_SECRET)
     response = ask(api, "post", victim_tokens["access_token"], HTTP_AUTHORIZATION=auth)

@@ -13,13 +13,16 @@ from __future__ import annotations
 from urllib.parse import parse_qs, urlparse
 
 import pytest
-from django.test import Client
-from django.urls import resolve
+from django.contrib.auth.models import AnonymousUser
+from django.test import Client, RequestFactory
+from django.urls import URLResolver, get_resolver, resolve, reverse
 from oauth2_provider import urls as dot_urls
 from oauth2_provider.compat import login_not_required
+from rest_framework.views import APIView
 
 from offline_access import hardening
 from offline_access import urls as app_urls
+from offline_access.api import urls as api_urls
 
 from . import factories
 from .oauth import (
@@ -292,7 +295,9 @@ def test_device_token_poll_is_json_not_a_login_redirect(cli):
 # Pages for a person still need one ------------------------------------------------------------
 
 
-def test_pages_for_a_person_send_anonymous_users_to_log_in(cli, application, user):
+def test_pages_for_a_person_send_anonymous_users_to_log_in(settings, cli, application, user):
+    """With the middleware and without it: each page refuses anonymous users itself,
+    so a site without the middleware is as safe (the middleware is not the only guard)."""
     started = start(Client(), cli)
     pages = [
         "/o/device/",
@@ -305,6 +310,13 @@ def test_pages_for_a_person_send_anonymous_users_to_log_in(cli, application, use
     for page in pages:
         assert resolve(page).url_name  # a real route, so the redirect below is the middleware's or the view's
         assert login_redirect_next(Client().get(page)) == page
+        assert login_redirect_next(Client().post(page)) == page
+    settings.MIDDLEWARE = [
+        name for name in settings.MIDDLEWARE if not name.endswith("LoginRequiredMiddleware")
+    ]
+    for page in pages:
+        assert login_redirect_next(Client().get(page)) == page
+        assert login_redirect_next(Client().post(page)) == page
 
 
 def test_rest_api_answers_anonymous_callers_itself_and_takes_bearer_tokens(user, application):
@@ -315,3 +327,112 @@ def test_rest_api_answers_anonymous_callers_itself_and_takes_bearer_tokens(user,
     token = bearer_token(user, application)
     response = Client().get("/api/offline-access/me/consents/", HTTP_AUTHORIZATION=f"Bearer {token}")
     assert response.status_code == 200, response.content
+
+
+# Every route of the example site, and the REST API whatever DRF marks ----------------------
+
+#: The only routes of the app and the example site that the middleware lets anonymous
+#: requests reach: each answers them itself (protocol endpoints and the REST API
+#: authenticate their callers and answer 401/403/400; metadata and the home page are
+#: public). Django's own routes (admin, django.contrib.auth) are Django's business.
+PUBLIC_ROUTES = {
+    *(f"oauth2_provider:{name}" for name in PROTOCOL_ENDPOINTS),
+    "offline_access_well_known:oauth-server-metadata",
+    "offline_access_well_known:oauth-server-metadata-host",
+    *(f"offline_access_api:{pattern.name}" for pattern in api_urls.urlpatterns),
+    "api-schema",
+    "home",
+}
+
+
+def _routes(patterns, namespace=""):
+    for pattern in patterns:
+        if isinstance(pattern, URLResolver):
+            inner = f"{namespace}{pattern.namespace}:" if pattern.namespace else namespace
+            yield from _routes(pattern.url_patterns, inner)
+        else:
+            yield f"{namespace}{pattern.name}", pattern.callback
+
+
+def test_every_route_of_the_example_site_is_public_only_on_purpose():
+    routes = dict(_routes(get_resolver().url_patterns))
+    ours = {
+        name: callback
+        for name, callback in routes.items()
+        if not name.startswith("admin:") and not callback.__module__.startswith("django.")
+    }
+    assert {name for name, callback in ours.items() if not _login_required(callback)} == PUBLIC_ROUTES
+    assert {name for name, callback in ours.items() if _login_required(callback)} == {
+        "oauth2_provider:device",
+        "oauth2_provider:device-confirm",
+        "oauth2_provider:device-grant-status",
+        "oauth2_provider:connected-apps",
+        "oauth2_provider:connected-apps-revoke",
+        "oauth2_provider:connected-apps-revoke-device",
+    }
+
+
+def test_example_home_page_is_public(db):
+    """The demo's landing page explains how to log in; it must not itself need a login."""
+    response = Client().get("/")
+    assert response.status_code == 200, response.get("Location")
+    assert b'href="/accounts/login/"' in response.content
+
+
+@pytest.fixture
+def drf_before_3_16(monkeypatch):
+    """APIView.as_view as DRF < 3.16 has it: no ``login_required = False`` on the view.
+
+    The app supports djangorestframework>=3.14; DRF marks its views only from 3.16.
+    """
+    drf_as_view = APIView.as_view.__func__
+
+    def as_view(cls, **initkwargs):
+        view = drf_as_view(cls, **initkwargs)
+        view.__dict__.pop("login_required", None)
+        return view
+
+    monkeypatch.setattr(APIView, "as_view", classmethod(as_view))
+
+
+@pytest.mark.parametrize("pattern", api_urls.urlpatterns, ids=lambda pattern: pattern.name)
+def test_rest_api_answers_a_bearer_client_itself_with_an_older_drf(drf_before_3_16, db, pattern):
+    view = pattern.callback.view_class.as_view()
+    request = RequestFactory().get(
+        "/api/offline-access/x/", HTTP_AUTHORIZATION="Bearer not-a-token", HTTP_ACCEPT="application/json"
+    )
+    request.user = AnonymousUser()
+
+    from django.contrib.auth.middleware import LoginRequiredMiddleware  # Django 5.1+; the module skips before
+
+    assert LoginRequiredMiddleware(lambda request: None).process_view(request, view, (), {}) is None
+    response = view(request, pk=1) if "pk" in str(pattern.pattern) else view(request)
+    assert response.status_code in (401, 403)
+    assert not response.has_header("Location")
+
+
+def test_example_api_schema_is_public_with_an_older_drf(drf_before_3_16):
+    from example_project.urls import api_schema_view
+
+    assert _login_required(api_schema_view()) is False
+
+
+@pytest.mark.parametrize("pattern", api_urls.urlpatterns, ids=lambda pattern: pattern.name)
+@pytest.mark.parametrize("method", ["get", "post"])
+def test_every_rest_api_route_answers_a_bearer_client_in_json(user, application, pattern, method):
+    """Through the whole middleware stack: a valid token, an unknown one, none; never a redirect."""
+    url = reverse(
+        f"offline_access_api:{pattern.name}", kwargs={"pk": 1} if "pk" in str(pattern.pattern) else {}
+    )
+    credentials = {
+        "valid token": f"Bearer {bearer_token(user, application)}",
+        "unknown token": "Bearer not-a-token",
+        "none": None,
+    }
+    for case, authorization in credentials.items():
+        headers = {"HTTP_AUTHORIZATION": authorization} if authorization else {}
+        response = getattr(Client(), method)(url, **headers)
+        assert not response.has_header("Location"), (case, response["Location"])
+        assert response["Content-Type"].startswith("application/json"), (case, response.status_code)
+        if case != "valid token":
+            assert response.status_code in (401, 403), (case, response.status_code)

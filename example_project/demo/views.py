@@ -1,6 +1,7 @@
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.views.decorators.cache import never_cache
+from oauth2_provider.compat import login_not_required
 
 from example_project.demo.flow import (
     NATIVE_CLIENT_ID,
@@ -10,6 +11,8 @@ from example_project.demo.flow import (
 )
 
 
+# Public also on a site with LoginRequiredMiddleware: the page tells visitors how to log in.
+@login_not_required
 @never_cache  # each visit gets its own PKCE verifier; a cached page would show a stale one
 def home(request: HttpRequest) -> HttpResponse:
     """Explain the demo and hand out a fresh authorization request for the native client."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.shortcuts import get_object_or_404
 from django.utils.cache import add_never_cache_headers
+from oauth2_provider.compat import login_not_required
 from rest_framework import generics, status
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
@@ -55,6 +56,14 @@ class Base(APIView):
     authentication_classes = [HeaderBearerAuthentication, StorableSessionAuthentication]
     parser_classes = API_PARSERS
     schema = Schema(tags=["offline access"])
+
+    @classmethod
+    def as_view(cls, **initkwargs):
+        """Exempt from Django 5.1+'s ``LoginRequiredMiddleware``: these views authenticate
+        their callers and answer 401/403 themselves; a bearer client must never get a
+        redirect to a login page. DRF marks its views so only from 3.16; the app
+        supports 3.14 and 3.15 too."""
+        return login_not_required(super().as_view(**initkwargs))
 
     def finalize_response(self, request, response, *args, **kwargs):
         """Every answer, errors included, says ``no-store``: they carry account data or
