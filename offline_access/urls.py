@@ -22,7 +22,7 @@ from __future__ import annotations
 from django.urls import URLPattern, path, re_path
 from oauth2_provider import urls as dot_urls
 
-from . import connected_apps, device, hardening, views
+from . import connected_apps, device, hardening, introspection, views
 
 app_name = "oauth2_provider"
 
@@ -46,7 +46,9 @@ _REPLACEMENTS = {
         device.OfflineAccessDeviceStatusView.as_view(),
         name="device-grant-status",
     ),
-    "introspect": path("introspect/", views.OfflineAccessIntrospectTokenView.as_view(), name="introspect"),
+    "introspect": path(
+        "introspect/", introspection.OfflineAccessIntrospectTokenView.as_view(), name="introspect"
+    ),
     # RFC 8414 metadata, the same document as OpenID discovery (offline_access.metadata).
     # Here in the appended form some clients use (/o/.well-known/oauth-authorization-server);
     # RFC 8414's own location is at the site's root: offline_access.well_known_urls.
