@@ -231,9 +231,11 @@ def _public_key(header: dict[str, Any]) -> jwk.JWK:
         raise DPoPError("The jwk header of a DPoP proof must be a public key, never a private one.")
     try:
         key = jwk.JWK(**key_members)
+        # jwcrypto accepts an empty member set, then raises (KeyError) on these: inside the try.
+        usable = not key.is_symmetric and not key.has_private and key.has_public
     except Exception:  # noqa: BLE001 -- jwcrypto raises many types on garbage; all mean "bad key"
         raise DPoPError("The jwk header of the DPoP proof is not a usable key.") from None
-    if key.is_symmetric or key.has_private or not key.has_public:
+    if not usable:
         raise DPoPError("The jwk header of a DPoP proof must be an asymmetric public key.")
     if key.get("kty") == "RSA":
         try:
