@@ -19,7 +19,7 @@ USERINFO_URL = "http://testserver/o/userinfo/"
 
 
 def new_key(kty: str = "EC", **params) -> jwk.JWK:
-    """A fresh key pair: P-256 by default; ``new_key("OKP", crv="Ed25519")``, ``new_key("RSA", size=2048)``."""
+    """A fresh key pair: P-256 by default, or e.g. ``new_key("OKP", crv="Ed25519")``."""
     if kty == "EC":
         params.setdefault("crv", "P-256")
     return jwk.JWK.generate(kty=kty, **params)
