@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import threading
 import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from django.core.management import call_command
@@ -769,3 +773,49 @@ def test_unknown_replay_cache_alias_is_e003(settings):
     settings.OFFLINE_ACCESS = {"DPOP_REPLAY_CACHE": "nope"}
 
     assert [error.id for error in check_settings(None)] == ["offline_access.E003"]
+
+
+# Replay protection across workers (RFC 9449 11.1) -------------------------------------------------
+
+REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def _redis_reachable() -> bool:
+    try:
+        import redis
+
+        return bool(redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping())
+    except Exception:  # noqa: BLE001 -- any failure means no server to test against
+        return False
+
+
+@pytest.mark.skipif(not _redis_reachable(), reason="needs the Redis server (.ci/run starts it)")
+def test_rfc9449_11_1_one_of_many_workers_sharing_redis_accepts_a_proof(settings):
+    """Each thread has its own RedisCache connection (Django's caches are per thread), as workers do."""
+    settings.CACHES = {
+        **settings.CACHES,
+        "dpop-redis": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": f"test-dpop-{uuid.uuid4()}",
+        },
+    }
+    settings.OFFLINE_ACCESS = {"DPOP_REPLAY_CACHE": "dpop-redis"}
+    assert check_dpop_replay_cache(None) == []
+    value = proof(new_key())
+    workers = 8
+    barrier = threading.Barrier(workers)
+
+    def worker(_):
+        barrier.wait()
+        try:
+            dpop_module.validate_proof(value, method="POST", url=TOKEN_URL)
+        except dpop_module.DPoPError as error:
+            return error.description
+        return "accepted"
+
+    with ThreadPoolExecutor(workers) as pool:
+        answers = list(pool.map(worker, range(workers)))
+
+    assert answers.count("accepted") == 1, answers
+    assert all("jti" in answer for answer in answers if answer != "accepted")

@@ -253,7 +253,9 @@ DPOP_CODE_EXCHANGE_QUERIES = CODE_EXCHANGE_QUERIES + 2
 DPOP_REFRESH_QUERIES = REFRESH_QUERIES + 2
 
 
-def test_dpop_code_exchange_and_refresh_query_counts(browser, api, native_application, django_assert_num_queries):
+def test_dpop_code_exchange_and_refresh_query_counts(
+    browser, api, native_application, django_assert_num_queries
+):
     from .dpop import exchange as dpop_exchange
     from .dpop import new_key, proof
     from .dpop import refresh as dpop_refresh
