@@ -819,3 +819,22 @@ def test_rfc9449_11_1_one_of_many_workers_sharing_redis_accepts_a_proof(settings
 
     assert answers.count("accepted") == 1, answers
     assert all("jti" in answer for answer in answers if answer != "accepted")
+
+
+# Admin -------------------------------------------------------------------------------------------
+
+
+def test_admin_edits_require_dpop_and_the_exchange_follows(admin_client, browser, api, application, key):
+    from django.urls import reverse
+
+    add = admin_client.post(
+        reverse("admin:offline_access_clientpolicy_add"),
+        {"application": application.pk, "allow_offline_access": "on", "require_dpop": "on"},
+    )
+    assert add.status_code == 302, add.content[:2000]
+    assert ClientPolicy.objects.get(application=application).require_dpop is True
+    changelist = reverse("admin:offline_access_clientpolicy_changelist")
+    assert admin_client.get(changelist + "?require_dpop__exact=1").status_code == 200
+
+    code = get_code(browser, application, prompt="consent")
+    assert_dpop_error(exchange(api, application, code))
