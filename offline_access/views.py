@@ -15,7 +15,7 @@ from urllib.parse import parse_qsl, urlencode, urlparse, urlsplit, urlunsplit
 
 from django.contrib.auth.views import redirect_to_login
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, OuterRef, Subquery
 from django.http import Http404, JsonResponse
 from django.shortcuts import resolve_url
 from django.utils import timezone
@@ -52,7 +52,7 @@ from . import OFFLINE_ACCESS_SCOPE, authentication, dpop, hardening, metadata, p
 from .conf import settings
 from .forms import ConsentForm, new_form_identity, sign_consent_request
 from .hardening import has_nul_byte
-from .models import Consent, OfflineTokenFamily
+from .models import Consent, DPoPBoundAccessToken, OfflineTokenFamily
 from .validators import client_may_have_offline_access, pkce_method_error, refresh_facts, scopes_for_client
 
 #: The error classes of :class:`offline_access.policy.RequestObjectError` codes.
@@ -635,6 +635,13 @@ class OfflineAccessIntrospectTokenView(IntrospectTokenView):
         token = (
             get_access_token_model()
             .objects.select_related("user", "application")
+            .annotate(
+                dpop_jkt=Subquery(
+                    DPoPBoundAccessToken.objects.filter(token_checksum=OuterRef("token_checksum")).values(
+                        "jkt"
+                    )[:1]
+                )
+            )
             .filter(token_checksum__in=token_storage.checksum_candidates(token_value))
             .first()
         )
@@ -647,6 +654,10 @@ class OfflineAccessIntrospectTokenView(IntrospectTokenView):
             "scope": token.scope,
             "exp": int(calendar.timegm(token.expires.timetuple())),
         }
+        if token.dpop_jkt:
+            # RFC 9449 6.2: a resource server must demand proofs of this key.
+            data["token_type"] = "DPoP"
+            data["cnf"] = {"jkt": token.dpop_jkt}
         if token.application:
             data["client_id"] = token.application.client_id
         if token.user:

@@ -838,3 +838,21 @@ def test_admin_edits_require_dpop_and_the_exchange_follows(admin_client, browser
 
     code = get_code(browser, application, prompt="consent")
     assert_dpop_error(exchange(api, application, code))
+
+
+# Introspection (RFC 9449 6.2) -----------------------------------------------------------------------
+
+
+def test_rfc9449_6_2_introspection_names_the_key_of_a_bound_token(browser, api, application, key):
+    from .test_introspection import introspect_as_owner
+
+    bound = bound_tokens(browser, api, application, key)
+    code = get_code(browser, application, prompt="consent")
+    bearer = exchange(api, application, code).json()
+
+    answer = introspect_as_owner(api, application, bound["access_token"])
+    assert answer["active"] is True
+    assert answer["token_type"] == "DPoP"
+    assert answer["cnf"] == {"jkt": jkt(key)}
+    plain = introspect_as_owner(api, application, bearer["access_token"])
+    assert plain["active"] is True and "cnf" not in plain
