@@ -185,3 +185,15 @@ OAUTH2_PROVIDER = {
 
 # Every key keeps its documented default (see the README's configuration reference).
 OFFLINE_ACCESS: dict[str, object] = {}
+
+# The cache behind the device page's attempt limit and DPoP replay protection: shared by
+# every worker only with a shared backend. REDIS_URL (e.g. redis://127.0.0.1:6379/0) selects
+# Django's own RedisCache; without it the local-memory cache serves one process (the demo),
+# and `check --deploy` warns (offline_access.W002, W004).
+if os.environ.get("REDIS_URL"):
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": os.environ["REDIS_URL"],
+        }
+    }

@@ -551,6 +551,7 @@ class ClientPolicyForm(forms.ModelForm):
             "allow_offline_access",
             "refresh_token_idle_timeout",
             "refresh_token_absolute_lifetime",
+            "require_dpop",
         )
         help_texts = {
             # Says what unticking the box does before the administrator saves.
@@ -582,8 +583,9 @@ class ClientPolicyAdmin(admin.ModelAdmin):
         "allow_offline_access",
         "refresh_token_idle_timeout",
         "refresh_token_absolute_lifetime",
+        "require_dpop",
     )
-    list_filter = ("allow_offline_access",)
+    list_filter = ("allow_offline_access", "require_dpop")
     list_select_related = ("application",)
     search_fields = ("application__client_id", "application__name")
     raw_id_fields = ("application",)

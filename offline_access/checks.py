@@ -97,15 +97,34 @@ def check_settings(app_configs, **kwargs):
                 id="offline_access.E003",
             )
         )
-    cache_alias = value.get("DEVICE_CODE_ATTEMPT_CACHE", "default")
-    if not isinstance(cache_alias, str) or cache_alias not in django_settings.CACHES:
-        errors.append(
-            Error(
-                f"OFFLINE_ACCESS['DEVICE_CODE_ATTEMPT_CACHE'] names no cache in CACHES: {cache_alias!r}.",
-                hint=f"Use one of: {', '.join(sorted(django_settings.CACHES))}.",
-                id="offline_access.E003",
+    for cache_key in ("DEVICE_CODE_ATTEMPT_CACHE", "DPOP_REPLAY_CACHE"):
+        cache_alias = value.get(cache_key, "default")
+        if not isinstance(cache_alias, str) or cache_alias not in django_settings.CACHES:
+            errors.append(
+                Error(
+                    f"OFFLINE_ACCESS[{cache_key!r}] names no cache in CACHES: {cache_alias!r}.",
+                    hint=f"Use one of: {', '.join(sorted(django_settings.CACHES))}.",
+                    id="offline_access.E003",
+                )
             )
-        )
+    if "DPOP_SIGNING_ALGS" in value:
+        from .dpop import _ASYMMETRIC_ALGS, DEFAULT_SIGNING_ALGS
+
+        algs = value["DPOP_SIGNING_ALGS"]
+        if (
+            isinstance(algs, str)
+            or not isinstance(algs, (list, tuple))
+            or not algs
+            or any(alg not in _ASYMMETRIC_ALGS for alg in algs)
+        ):
+            errors.append(
+                Error(
+                    "OFFLINE_ACCESS['DPOP_SIGNING_ALGS'] must be a non-empty list of asymmetric JWS "
+                    "algorithms.",
+                    hint=f"For example {list(DEFAULT_SIGNING_ALGS)!r}; never none or HS256.",
+                    id="offline_access.E003",
+                )
+            )
     getter = value.get("DEVICE_CODE_CLIENT_ADDRESS")
     if getter is not None and not callable(getter) and not isinstance(getter, str):
         errors.append(
@@ -183,26 +202,62 @@ _PER_PROCESS_CACHES = {
 }
 
 
+def _per_process_cache(alias: str) -> tuple[str, str] | None:
+    """``(backend class name, what goes wrong)`` when cache ``alias`` is not shared by workers."""
+    from django.conf import settings as django_settings
+
+    backend = django_settings.CACHES.get(alias, {}).get("BACKEND", "")
+    problem = _PER_PROCESS_CACHES.get(backend)
+    return None if problem is None else (backend.rsplit(".", 1)[-1], problem)
+
+
 @register(Tags.security, deploy=True)
 def check_attempt_limit_cache(app_configs, **kwargs):
     """RFC 8628 5.1: the device page's attempt limit needs a cache every worker shares."""
-    from django.conf import settings as django_settings
-
     from .conf import settings
 
     alias = settings.DEVICE_CODE_ATTEMPT_CACHE
-    backend = django_settings.CACHES.get(alias, {}).get("BACKEND", "")
-    problem = _PER_PROCESS_CACHES.get(backend)
-    if problem is None:
+    found = _per_process_cache(alias)
+    if found is None:
         return []
+    backend, problem = found
     return [
         Warning(
-            f'The cache "{alias}" that limits device-code guessing ({backend.rsplit(".", 1)[-1]}) '
+            f'The cache "{alias}" that limits device-code guessing ({backend}) '
             f"{problem}: with several workers an attacker gets more guesses than "
             'OFFLINE_ACCESS["DEVICE_CODE_ATTEMPTS"].',
             hint='Point OFFLINE_ACCESS["DEVICE_CODE_ATTEMPT_CACHE"] at a shared cache such as '
             "django.core.cache.backends.redis.RedisCache, Memcached or the database cache.",
             id="offline_access.W002",
+        )
+    ]
+
+
+#: What a per-process replay cache lets through (RFC 9449 11.1).
+_REPLAY_PROBLEMS = {
+    "LocMemCache": "remembers DPoP proofs per worker process, so a proof replayed to another "
+    "worker is accepted",
+    "DummyCache": "remembers no DPoP proof at all, so every replayed proof is accepted",
+}
+
+
+@register(Tags.security, deploy=True)
+def check_dpop_replay_cache(app_configs, **kwargs):
+    """RFC 9449 11.1: replayed DPoP proofs are only caught with a cache every worker shares."""
+    from .conf import settings
+
+    alias = settings.DPOP_REPLAY_CACHE
+    found = _per_process_cache(alias)
+    if found is None:
+        return []
+    backend, _problem = found
+    return [
+        Warning(
+            f'The cache "{alias}" that detects replayed DPoP proofs ({backend}) {_REPLAY_PROBLEMS[backend]}.',
+            hint='Point OFFLINE_ACCESS["DPOP_REPLAY_CACHE"] at a shared cache such as '
+            "django.core.cache.backends.redis.RedisCache, Memcached or the database cache "
+            "(a single-process site may ignore this warning).",
+            id="offline_access.W004",
         )
     ]
 

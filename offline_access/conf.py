@@ -56,6 +56,27 @@ DEFAULTS: dict[str, Any] = {
     # one after the longest-lived token hashed with it has expired (the refresh
     # token idle timeout). Empty (the default): SECRET_KEY, then SECRET_KEY_FALLBACKS.
     "TOKEN_HASH_KEYS": [],
+    # DPoP (RFC 9449, offline_access.dpop). How long after its iat a proof is accepted.
+    "DPOP_PROOF_MAX_AGE": timedelta(seconds=60),
+    # How far a client's clock may be ahead of (or behind) the server's for iat.
+    "DPOP_CLOCK_SKEW": timedelta(seconds=30),
+    # The cache alias remembering each proof's jti while it could be accepted (replay
+    # protection). It must be shared by all web workers (Redis, Memcached, database);
+    # with a per-process LocMemCache a proof replayed to another worker passes (W004).
+    "DPOP_REPLAY_CACHE": "default",
+    # The JWS algorithms accepted in proofs, advertised as dpop_signing_alg_values_supported.
+    # Symmetric algorithms and "none" are never accepted, whatever is listed.
+    "DPOP_SIGNING_ALGS": ["ES256", "ES384", "ES512", "EdDSA", "PS256", "PS384", "PS512", "RS256"],
+    # RFC 9449 8: proofs at the token endpoint must carry a server nonce (DPoP-Nonce);
+    # a proof without a valid one gets use_dpop_nonce and a fresh nonce. Nonces are
+    # signed with SECRET_KEY and a timestamp, so every worker accepts them.
+    "DPOP_NONCE_REQUIRED": False,
+    # How long a server nonce stays valid.
+    "DPOP_NONCE_MAX_AGE": timedelta(minutes=5),
+    # Public clients must send a DPoP proof with every code exchange, device poll and
+    # refresh (their refresh tokens are then always key-bound, RFC 9449 5). A client's
+    # ClientPolicy.require_dpop asks the same of one client, public or confidential.
+    "DPOP_REQUIRED_FOR_PUBLIC_CLIENTS": False,
 }
 
 DURATION_KEYS = frozenset(
@@ -64,10 +85,15 @@ DURATION_KEYS = frozenset(
         "REFRESH_TOKEN_ABSOLUTE_LIFETIME",
         "CONSENT_FORM_MAX_AGE",
         "DEVICE_CODE_ATTEMPT_WINDOW",
+        "DPOP_PROOF_MAX_AGE",
+        "DPOP_CLOCK_SKEW",
+        "DPOP_NONCE_MAX_AGE",
     }
 )
 NULLABLE_KEYS = frozenset({"REFRESH_TOKEN_IDLE_TIMEOUT", "REFRESH_TOKEN_ABSOLUTE_LIFETIME"})
-BOOLEAN_KEYS = frozenset({"REVOKE_ON_PASSWORD_CHANGE"})
+BOOLEAN_KEYS = frozenset(
+    {"REVOKE_ON_PASSWORD_CHANGE", "DPOP_NONCE_REQUIRED", "DPOP_REQUIRED_FOR_PUBLIC_CLIENTS"}
+)
 
 
 def as_timedelta(value: Any) -> timedelta | None:

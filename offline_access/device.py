@@ -49,6 +49,7 @@ from oauthlib.openid.connect.core.grant_types.base import GrantTypeBase as OpenI
 from . import (
     OFFLINE_ACCESS_SCOPE,
     authentication,
+    dpop,
     hardening,
     metadata,
     policy,
@@ -197,6 +198,24 @@ class OfflineAccessTokenView(TokenView):
         return server
 
     def post(self, request, *args, **kwargs):
+        """Check the request's DPoP proof (RFC 9449 4.3) first, then answer as DOT would.
+
+        A bad proof is ``invalid_dpop_proof`` whatever the grant, before anything is
+        looked up. A good one (or its absence) is handed to the validator beside the
+        request (:data:`offline_access.dpop.META_KEY`), which binds and checks keys.
+        """
+        try:
+            proof = dpop.check_request(request, require_nonce=settings.DPOP_NONCE_REQUIRED)
+        except dpop.DPoPError as error:
+            return dpop.token_error_response(error)
+        request.META[dpop.META_KEY] = proof
+        response = self._post(request, *args, **kwargs)
+        if settings.DPOP_NONCE_REQUIRED:
+            # RFC 9449 8.2: a fresh nonce with every answer, for the client's next proof.
+            response["DPoP-Nonce"] = dpop.new_nonce()
+        return response
+
+    def _post(self, request, *args, **kwargs):
         if request.POST.get("grant_type") == DEVICE_CODE_GRANT:
             device_code = request.POST.get("device_code", "")
             if not device_code:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import calendar
 from datetime import datetime
 
-from django.db.models import F
+from django.db.models import F, OuterRef, Subquery
 from django.http import JsonResponse
 from django.utils import timezone
 from oauth2_provider.models import (
@@ -23,7 +23,7 @@ from oauth2_provider.models import (
 from oauth2_provider.views import IntrospectTokenView
 
 from . import hardening, policy, token_storage
-from .models import OfflineTokenFamily
+from .models import DPoPBoundAccessToken, OfflineTokenFamily
 from .validators import refresh_facts
 
 
@@ -113,6 +113,13 @@ class OfflineAccessIntrospectTokenView(IntrospectTokenView):
         token = (
             get_access_token_model()
             .objects.select_related("user", "application")
+            .annotate(
+                dpop_jkt=Subquery(
+                    DPoPBoundAccessToken.objects.filter(token_checksum=OuterRef("token_checksum")).values(
+                        "jkt"
+                    )[:1]
+                )
+            )
             .filter(token_checksum__in=token_storage.checksum_candidates(token_value))
             .first()
         )
@@ -125,6 +132,10 @@ class OfflineAccessIntrospectTokenView(IntrospectTokenView):
             "scope": token.scope,
             "exp": int(calendar.timegm(token.expires.timetuple())),
         }
+        if token.dpop_jkt:
+            # RFC 9449 6.2: a resource server must demand proofs of this key.
+            data["token_type"] = "DPoP"
+            data["cnf"] = {"jkt": token.dpop_jkt}
         if token.application:
             data["client_id"] = token.application.client_id
         if token.user:
@@ -197,7 +208,7 @@ def _refresh_token_lifetime(token) -> tuple[bool, datetime | None]:
     if family is None:
         return False, None  # no consent on record behind it: the token endpoint refuses it
     facts = refresh_facts(token, family, token.user, now)
-    if policy.refresh_refusal(facts) is not None or family.consent is None:
+    if policy.refresh_refusal(facts) is not None:
         return False, None
     return True, policy.refresh_token_expires_at(
         facts, consent_expires_at=family.consent.expires_at, token_expires_at=dot_expiry

@@ -23,7 +23,7 @@ from oauth2_provider.models import AbstractApplication
 from oauth2_provider.settings import oauth2_settings
 from oauth2_provider.views.metadata import bcp_filter_response_types
 
-from . import policy
+from . import dpop, policy
 from .validators import DEVICE_CODE_GRANT, PKCE_METHODS
 
 #: RFC 8414 section 3: inserted between the host and the issuer's path.
@@ -252,6 +252,8 @@ def _oauth_metadata(request: HttpRequest) -> dict[str, Any]:
         "prompt_values_supported": prompt_values(),
         # draft-ietf-oauth-client-id-metadata-document, as DOT advertises it.
         "client_id_metadata_document_supported": oauth2_settings.CIMD_ENABLED,
+        # RFC 9449 5.1: the algorithms the token endpoint accepts in DPoP proofs.
+        "dpop_signing_alg_values_supported": dpop.signing_algs(),
     }
     if device_grant_enabled():
         data["device_authorization_endpoint"] = endpoint_url(request, "device-authorization")  # RFC 8628 4

@@ -405,6 +405,18 @@ class OfflineTokenFamily(models.Model):
         ),
     )
 
+    dpop_jkt = models.CharField(
+        _("DPoP key (thumbprint)"),
+        max_length=43,
+        blank=True,
+        default="",
+        editable=False,
+        help_text=_(
+            "RFC 7638 SHA-256 thumbprint of the DPoP key this device's refresh tokens are bound to "
+            "(RFC 9449 5): every refresh must be signed with that key. Empty: not key-bound."
+        ),
+    )
+
     objects = OfflineTokenFamilyQuerySet.as_manager()
 
     class Meta:
@@ -499,6 +511,16 @@ class ClientPolicy(models.Model):
         null=True,
         blank=True,
         help_text=_("Overrides the global absolute lifetime for this client."),
+    )
+
+    require_dpop = models.BooleanField(
+        _("require DPoP for refresh tokens"),
+        default=False,
+        help_text=_(
+            "When on, every code exchange, device poll and refresh of this client must carry a DPoP "
+            "proof (RFC 9449): a public client's refresh tokens are then always bound to its key, "
+            "and every access token is DPoP-bound. Requests without a proof get invalid_dpop_proof."
+        ),
     )
 
     objects = ClientPolicyQuerySet.as_manager()
@@ -605,12 +627,28 @@ class GrantAuthentication(models.Model):
         help_text=_("The authorization code or device code as stored by DOT: its keyed hash."),
     )
     auth_time = models.DateTimeField(
-        _("authenticated at"), help_text=_("When the browser session that approved the code authenticated.")
+        _("authenticated at"),
+        null=True,
+        help_text=_(
+            "When the browser session that approved the code authenticated. Empty only on rows "
+            "kept for dpop_jkt alone (no authentication time known)."
+        ),
     )
     expires_at = models.DateTimeField(
         _("expires at"),
         db_index=True,
         help_text=_("When the code expires; after that the row is no longer needed."),
+    )
+    dpop_jkt = models.CharField(
+        _("DPoP key (thumbprint)"),
+        max_length=43,
+        blank=True,
+        default="",
+        editable=False,
+        help_text=_(
+            "The authorization request's dpop_jkt (RFC 9449 10): the code is exchanged only with a "
+            "DPoP proof signed by that key. Empty: the request named none."
+        ),
     )
 
     class Meta:
@@ -619,3 +657,38 @@ class GrantAuthentication(models.Model):
 
     def __str__(self) -> str:
         return f"Authentication time of code #{self.pk}"
+
+
+class DPoPBoundAccessToken(models.Model):
+    """An access token bound to a DPoP key (RFC 9449 6): usable only with proofs of that key.
+
+    DOT's access token model has no room for the binding, so it lives here, keyed by
+    the token's ``token_checksum`` (DOT's unique lookup column, itself a hash of the
+    stored keyed hash; never the token). Resource requests read it in the same query
+    that loads the token. No foreign key: deleting access tokens (every rotation
+    does) must not cost a query here; rows are deleted once their token has expired.
+    """
+
+    token_checksum = models.CharField(
+        _("access token checksum"),
+        max_length=64,
+        unique=True,
+        editable=False,
+        help_text=_("DOT's token_checksum of the bound access token (a hash, never the token)."),
+    )
+    jkt = models.CharField(
+        _("DPoP key (thumbprint)"),
+        max_length=43,
+        editable=False,
+        help_text=_("RFC 7638 SHA-256 thumbprint of the key every use of the token must prove."),
+    )
+    expires_at = models.DateTimeField(
+        _("expires at"), db_index=True, help_text=_("When the access token expires; then the row goes too.")
+    )
+
+    class Meta:
+        verbose_name = _("DPoP-bound access token")
+        verbose_name_plural = _("DPoP-bound access tokens")
+
+    def __str__(self) -> str:
+        return f"DPoP binding #{self.pk}"

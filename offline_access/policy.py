@@ -427,3 +427,55 @@ def introspection_shows_refresh_token(*, owner_client_id: str | None, caller_cli
     2.2 lets the server answer inactive to a caller it does not want to tell.
     """
     return caller_client_id is not None and caller_client_id == owner_client_id
+
+
+# DPoP (RFC 9449): which token requests need a proof, what a proof binds --------------------
+
+
+def dpop_required(
+    *, client_requires_dpop: bool, client_is_public: bool, required_for_public_clients: bool
+) -> bool:
+    """Whether a client's code exchanges, device polls and refreshes must carry a DPoP proof.
+
+    Its own policy (``ClientPolicy.require_dpop``) or, for a public client,
+    ``OFFLINE_ACCESS["DPOP_REQUIRED_FOR_PUBLIC_CLIENTS"]``: RFC 9700 4.14.2 asks that a
+    public client's refresh tokens be sender-constrained (or rotated, which they are).
+    """
+    return client_requires_dpop or (client_is_public and required_for_public_clients)
+
+
+def binds_refresh_token(*, client_is_public: bool) -> bool:
+    """Whether a refresh token issued with a DPoP proof is bound to the proof's key (RFC 9449 5).
+
+    Public clients: yes, it MUST be. Confidential clients: no; their refresh tokens
+    are already sender-constrained by client authentication, and they may change
+    DPoP keys between refreshes. Their access tokens are bound all the same.
+    """
+    return client_is_public
+
+
+class DPoPRefusal:
+    """Why a token request is refused for its DPoP proof (or its absence)."""
+
+    #: ``invalid_dpop_proof``: a proof is required (client policy) and none came.
+    PROOF_REQUIRED = "proof_required"
+    #: ``invalid_grant``: the code or refresh token is bound to a key and no proof came.
+    BOUND_WITHOUT_PROOF = "bound_without_proof"
+    #: ``invalid_grant``: the proof is signed with another key than the one bound.
+    OTHER_KEY = "other_key"
+
+
+def dpop_refusal(*, bound_jkt: str, proof_jkt: str | None, proof_required: bool) -> str | None:
+    """RFC 9449 5, 10: may a token request go on, given the key it is bound to and its proof?
+
+    ``bound_jkt`` is the thumbprint the presented grant is bound to ("" for none):
+    a code's ``dpop_jkt`` (section 10), a refresh token family's key (section 5).
+    A bad proof never gets here: the view answers ``invalid_dpop_proof`` first.
+    """
+    if bound_jkt and proof_jkt is None:
+        return DPoPRefusal.BOUND_WITHOUT_PROOF
+    if bound_jkt and proof_jkt != bound_jkt:
+        return DPoPRefusal.OTHER_KEY
+    if proof_required and proof_jkt is None:
+        return DPoPRefusal.PROOF_REQUIRED
+    return None

@@ -29,6 +29,7 @@ from .models import (
     Consent,
     ConsentEvent,
     ConsentFormUse,
+    DPoPBoundAccessToken,
     GrantAuthentication,
     OfflineTokenFamily,
     OfflineTokenFamilyQuerySet,
@@ -334,6 +335,7 @@ def link_token_family(
     code: str | None = None,
     code_digest: str = "",
     auth_time: datetime | None = None,
+    dpop_jkt: str = "",
 ) -> OfflineTokenFamily:
     """Record a new refresh-token family (device) under the consent that covers it.
 
@@ -341,6 +343,7 @@ def link_token_family(
     hash so that a replay of the code can revoke the family (:func:`revoke_replayed_code`);
     or pass that hash as ``code_digest``. ``auth_time`` is the authentication
     time of the first ID token, repeated in every ID token of a refresh (OIDC Core 12.2).
+    ``dpop_jkt`` binds the family's refresh tokens to a DPoP key (RFC 9449 5).
     """
     family = OfflineTokenFamily.objects.create(
         token_family=token_family,
@@ -349,6 +352,7 @@ def link_token_family(
         consent_id=consent_id,
         code_hash=code_digest or (code_hash(code) if code else ""),
         auth_time=auth_time,
+        dpop_jkt=dpop_jkt,
     )
     signals.send_after_commit(
         signals.offline_token_issued, OfflineTokenFamily, family=family, consent_id=consent_id
@@ -356,7 +360,21 @@ def link_token_family(
     return family
 
 
-def record_grant_authentication(*, stored_code: str, auth_time: datetime, expires_at: datetime) -> None:
+def bind_access_token(access_token, jkt: str) -> None:
+    """Bind an access token to a DPoP key (RFC 9449 6), by its ``token_checksum``.
+
+    Bindings of tokens that have expired are deleted on the way (one indexed DELETE).
+    Runs inside the token endpoint's transaction: a failed issue leaves no binding.
+    """
+    DPoPBoundAccessToken.objects.filter(expires_at__lte=timezone.now()).delete()
+    DPoPBoundAccessToken.objects.create(
+        token_checksum=access_token.token_checksum, jkt=jkt, expires_at=access_token.expires
+    )
+
+
+def record_grant_authentication(
+    *, stored_code: str, auth_time: datetime | None, expires_at: datetime, dpop_jkt: str = ""
+) -> None:
     """Remember when the session approving a code authenticated (OIDC Core 1.0, 2 ``auth_time``).
 
     ``stored_code`` is the code as DOT stores it (its keyed hash). Rows of codes
@@ -364,7 +382,9 @@ def record_grant_authentication(*, stored_code: str, auth_time: datetime, expire
     holds only codes that can still be exchanged.
     """
     GrantAuthentication.objects.filter(expires_at__lte=timezone.now()).delete()
-    GrantAuthentication.objects.create(code=stored_code, auth_time=auth_time, expires_at=expires_at)
+    GrantAuthentication.objects.create(
+        code=stored_code, auth_time=auth_time, expires_at=expires_at, dpop_jkt=dpop_jkt
+    )
 
 
 def claim_device_grant(grant, *, user) -> bool:

@@ -21,8 +21,9 @@ from __future__ import annotations
 
 from django.urls import URLPattern, path, re_path
 from oauth2_provider import urls as dot_urls
+from oauth2_provider import views as dot_views
 
-from . import connected_apps, device, hardening, introspection, views
+from . import connected_apps, device, dpop, hardening, introspection, views
 
 app_name = "oauth2_provider"
 
@@ -49,6 +50,8 @@ _REPLACEMENTS = {
     "introspect": path(
         "introspect/", introspection.OfflineAccessIntrospectTokenView.as_view(), name="introspect"
     ),
+    # RFC 9449 7: DPoP-bound access tokens (Authorization: DPoP + a proof with ath).
+    "user-info": path("userinfo/", dpop.accepts_dpop(dot_views.UserInfoView.as_view()), name="user-info"),
     # RFC 8414 metadata, the same document as OpenID discovery (offline_access.metadata).
     # Here in the appended form some clients use (/o/.well-known/oauth-authorization-server);
     # RFC 8414's own location is at the site's root: offline_access.well_known_urls.

@@ -25,14 +25,15 @@ from oauth2_provider.models import (
 from oauth2_provider.oauth2_validators import OAuth2Validator
 from oauth2_provider.scopes import get_scopes_backend
 from oauth2_provider.settings import oauth2_settings
-from oauthlib.oauth2.rfc6749.errors import InvalidGrantError, InvalidRequestError
+from oauthlib.oauth2.rfc6749.errors import CustomOAuth2Error, InvalidGrantError, InvalidRequestError
 
-from . import OFFLINE_ACCESS_SCOPE, authentication, policy, services, signals, token_storage
+from . import OFFLINE_ACCESS_SCOPE, authentication, dpop, policy, services, signals, token_storage
 from .conf import settings
 from .models import (
     ClientPolicy,
     Consent,
     ConsentEvent,
+    DPoPBoundAccessToken,
     GrantAuthentication,
     OfflineTokenFamily,
     SealedSuccessorPair,
@@ -133,6 +134,61 @@ def lifetimes(rules: ClientPolicy | None) -> tuple[timedelta | None, timedelta |
 def _grant_auth_time(code_field: str = "code"):
     """Subquery: the authentication time recorded with a code (read with the code, no extra query)."""
     return Subquery(GrantAuthentication.objects.filter(code=OuterRef(code_field)).values("auth_time")[:1])
+
+
+def _grant_dpop_jkt(code_field: str = "code"):
+    """Subquery: the ``dpop_jkt`` of the authorization request behind a code (RFC 9449 10)."""
+    return Subquery(GrantAuthentication.objects.filter(code=OuterRef(code_field)).values("dpop_jkt")[:1])
+
+
+def _client_requires_dpop(application_field: str = "application_id"):
+    """Subquery: the client's ``ClientPolicy.require_dpop`` (None without a policy row)."""
+    return Subquery(
+        ClientPolicy.objects.filter(application_id=OuterRef(application_field)).values("require_dpop")[:1]
+    )
+
+
+class DPoPProofRequired(CustomOAuth2Error):
+    """RFC 9449 5: ``invalid_dpop_proof`` for a client that must send a proof and sent none."""
+
+    error = "invalid_dpop_proof"
+
+    def __init__(self, request=None):
+        super().__init__(
+            error=self.error,
+            description="This client must send a DPoP proof (RFC 9449) with its token requests.",
+            request=request,
+            status_code=400,
+        )
+
+
+def dpop_allows(request, *, bound_jkt: str, client_requires_dpop: bool | None) -> bool:
+    """RFC 9449 5 and 10 at the token endpoint, given the key the grant is bound to ("" for none).
+
+    False (``invalid_grant``) when the grant is bound and the request proves another
+    key or none; raises :class:`DPoPProofRequired` when the client's policy asks for
+    a proof and none came. The proof itself was checked by the view.
+    """
+    proof = dpop.proof_of(request)
+    refusal = policy.dpop_refusal(
+        bound_jkt=bound_jkt or "",
+        proof_jkt=proof.jkt if proof else None,
+        proof_required=policy.dpop_required(
+            client_requires_dpop=bool(client_requires_dpop),
+            client_is_public=_is_public(request.client),
+            required_for_public_clients=settings.DPOP_REQUIRED_FOR_PUBLIC_CLIENTS,
+        ),
+    )
+    if refusal == policy.DPoPRefusal.PROOF_REQUIRED:
+        raise DPoPProofRequired(request=request)
+    if refusal is not None:
+        log.info("Token request refused (DPoP: %s) for client %s.", refusal, request.client.client_id)
+        return False
+    return True
+
+
+def _is_public(application) -> bool:
+    return getattr(application, "client_type", None) == "public"
 
 
 class OfflineAccessValidator(OAuth2Validator):
@@ -265,15 +321,29 @@ class OfflineAccessValidator(OAuth2Validator):
         access_token = super()._create_access_token(expires, request, token, source_refresh_token)
         # The token view sends DOT's app_authorized signal with it (no lookup by value).
         token_storage.issued_access_token.set(access_token)
+        proof = dpop.proof_of(request)
+        if proof is not None:
+            # RFC 9449 5 / 6: a token issued with a proof is bound to its key and says so.
+            services.bind_access_token(access_token, proof.jkt)
+            token["token_type"] = "DPoP"
         return access_token
 
     def _create_refresh_token(self, request, refresh_token_code, access_token, previous_refresh_token):
         refresh_token = super()._create_refresh_token(
             request, refresh_token_code, access_token, previous_refresh_token
         )
+        proof = dpop.proof_of(request)
+        binds = proof is not None and policy.binds_refresh_token(client_is_public=_is_public(request.client))
+        family = getattr(request, "offline_access_family", None)
+        if previous_refresh_token is not None and binds and family is not None and not family.dpop_jkt:
+            # RFC 9449 5: a public client's refresh token issued with a proof MUST be bound;
+            # a family from before the client used DPoP becomes bound from here on.
+            OfflineTokenFamily.objects.filter(pk=family.pk, dpop_jkt="").update(dpop_jkt=proof.jkt)
         if previous_refresh_token is None:
             # A new device or installation: tie its family to the consent behind it.
             services.link_token_family(
+                # RFC 9449 5: a public client's refresh tokens are bound to its DPoP key.
+                dpop_jkt=proof.jkt if binds else "",
                 token_family=refresh_token.token_family,
                 user=request.user,
                 application=request.client,
@@ -329,9 +399,11 @@ class OfflineAccessValidator(OAuth2Validator):
             request, {**code, "code": token_storage.stored_value(code["code"])}, expires
         )
         auth_time = getattr(request, "offline_access_auth_time", None)
-        if auth_time is not None:
+        # RFC 9449 10: the authorization request's dpop_jkt, checked at the exchange.
+        dpop_jkt = getattr(request, "offline_access_dpop_jkt", None) or ""
+        if auth_time is not None or dpop_jkt:
             services.record_grant_authentication(
-                stored_code=grant.code, auth_time=auth_time, expires_at=grant.expires
+                stored_code=grant.code, auth_time=auth_time, expires_at=grant.expires, dpop_jkt=dpop_jkt
             )
         return grant
 
@@ -362,13 +434,48 @@ class OfflineAccessValidator(OAuth2Validator):
         return scopes.split() if scopes else []
 
     def _load_access_token(self, token):
-        """The access token presented as a bearer token (RFC 6750 2), found by its stored hash."""
+        """The access token presented as a bearer token (RFC 6750 2), found by its stored hash.
+
+        Annotated with the DPoP key it is bound to (``offline_access_dpop_jkt``, None when
+        unbound), read in the same query.
+        """
         return (
             get_access_token_model()
             .objects.select_related("application", "user")
+            .annotate(
+                offline_access_dpop_jkt=Subquery(
+                    DPoPBoundAccessToken.objects.filter(token_checksum=OuterRef("token_checksum")).values(
+                        "jkt"
+                    )[:1]
+                )
+            )
             .filter(token_checksum__in=token_storage.checksum_candidates(token))
             .first()
         )
+
+    def validate_bearer_token(self, token, scopes, request):
+        """DOT's check, plus RFC 9449 7: a DPoP-bound token only with a proof of its key.
+
+        A bound token sent as ``Bearer`` is refused (RFC 9449 7.2), as is an unbound
+        token sent with the ``DPoP`` scheme, or a proof of another key. The proof (and
+        its ``ath``) was checked by :func:`offline_access.dpop.prepare_resource_request`;
+        a resource view that does not call it never gets a bound token accepted.
+        """
+        if not super().validate_bearer_token(token, scopes, request):
+            return False
+        bound = getattr(request.access_token, "offline_access_dpop_jkt", None) or ""
+        proof = dpop.proof_of(request)
+        if bound == (proof.jkt if proof else ""):
+            return True
+        if bound and proof is None:
+            description = "This access token is DPoP-bound: send it as Authorization: DPoP with a DPoP proof."
+        elif proof is not None and not bound:
+            description = "This access token is not DPoP-bound: send it as Authorization: Bearer."
+        else:
+            description = "The DPoP proof is signed with another key than the one this token is bound to."
+        request.oauth2_error = {"error": "invalid_token", "error_description": description}
+        request.access_token = request.user = request.client = None
+        return False
 
     def revoke_token(self, token, token_type_hint, request, *args, **kwargs):
         """RFC 7009 2.1, with the token found by its stored hash; a token of an offline family ends it.
@@ -478,19 +585,28 @@ class OfflineAccessValidator(OAuth2Validator):
                 raise _RevokedWhileRefreshing(
                     description="The refresh token was already used.", request=request
                 )
+            proof = dpop.proof_of(request)
+            if pair.get("dpop_jkt", "") != (proof.jkt if proof else ""):
+                # RFC 9449 5: the retry gets the pair issued to the first request, whose
+                # access token is bound to that request's key (or to none): only the same
+                # key may have it again.
+                raise _RevokedWhileRefreshing(
+                    description="The refresh token was already used with another DPoP key.", request=request
+                )
             token["access_token"], token["refresh_token"] = pair["access_token"], pair["refresh_token"]
+            token["token_type"] = "DPoP" if proof else token.get("token_type", "Bearer")
         elif (
             self.rotate_refresh_token(request)
             and oauth2_settings.REFRESH_TOKEN_GRACE_PERIOD_SECONDS
             and token["refresh_token"] != request.refresh_token
         ):
+            proof = dpop.proof_of(request)
+            pair = {"access_token": token["access_token"], "refresh_token": token["refresh_token"]}
+            if proof is not None:
+                pair["dpop_jkt"] = proof.jkt
             SealedSuccessorPair.objects.create(
                 predecessor_id=predecessor.pk,
-                sealed=token_storage.seal_pair(
-                    request.refresh_token,
-                    predecessor.pk,
-                    {"access_token": token["access_token"], "refresh_token": token["refresh_token"]},
-                ),
+                sealed=token_storage.seal_pair(request.refresh_token, predecessor.pk, pair),
             )
 
     # Exchanging a code ------------------------------------------------------------
@@ -512,6 +628,8 @@ class OfflineAccessValidator(OAuth2Validator):
                     services.covering_consent(OuterRef("user_id"), OuterRef("application_id"))
                 ),
                 offline_access_auth_time=_grant_auth_time(),
+                offline_access_dpop_jkt=_grant_dpop_jkt(),
+                offline_access_require_dpop=_client_requires_dpop(),
             )
             .filter(code__in=token_storage.stored_candidates(code), application=client)
             .first()
@@ -522,6 +640,13 @@ class OfflineAccessValidator(OAuth2Validator):
             services.revoke_replayed_code(code, application=client)
             return False
         if grant.is_expired():
+            return False
+        # RFC 9449 10: a code whose request named dpop_jkt is exchanged only with that key.
+        if not dpop_allows(
+            request,
+            bound_jkt=grant.offline_access_dpop_jkt,
+            client_requires_dpop=grant.offline_access_require_dpop,
+        ):
             return False
         # A code from before the client lost its ID-token signing: OAuth 2.0 tokens only.
         request.scopes = scopes_for_client(grant.scope.split(" "), client)
@@ -559,11 +684,20 @@ class OfflineAccessValidator(OAuth2Validator):
         device_grant_model = get_device_grant_model()
         grant = (
             device_grant_model.objects.filter(device_code=code, client_id=client_id)
-            .annotate(offline_access_auth_time=_grant_auth_time("device_code"))
+            .annotate(
+                offline_access_auth_time=_grant_auth_time("device_code"),
+                offline_access_require_dpop=Subquery(
+                    ClientPolicy.objects.filter(application__client_id=OuterRef("client_id")).values(
+                        "require_dpop"
+                    )[:1]
+                ),
+            )
             .first()
         )
         if grant is None:
             return None
+        # Before any state changes: a poll without a required proof redeems nothing.
+        dpop_allows(request, bound_jkt="", client_requires_dpop=grant.offline_access_require_dpop)
         now = timezone.now()
         answer = policy.device_poll(
             status=grant.status,
@@ -612,6 +746,16 @@ class OfflineAccessValidator(OAuth2Validator):
             .filter(token_family=presented.token_family)
             .first()
         )
+        if family is not None:
+            rules = client_policy(family.application)
+            # RFC 9449 5: a bound family refreshes only with a proof of its key; the
+            # grace-period retry of a rotated token too (same family).
+            if not dpop_allows(
+                request,
+                bound_jkt=family.dpop_jkt,
+                client_requires_dpop=rules is not None and rules.require_dpop,
+            ):
+                return False
         now = timezone.now()
         refusal = self._refresh_refusal(presented, family, request.user, now)
         if refusal is None:

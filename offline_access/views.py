@@ -42,7 +42,7 @@ from oauthlib.openid.connect.core.exceptions import (
     RequestURINotSupported,
 )
 
-from . import OFFLINE_ACCESS_SCOPE, authentication, metadata, policy, services
+from . import OFFLINE_ACCESS_SCOPE, authentication, dpop, metadata, policy, services
 from .conf import settings
 from .forms import ConsentForm, new_form_identity, sign_consent_request
 from .hardening import has_nul_byte
@@ -192,6 +192,19 @@ class OfflineAccessAuthorizationView(AuthorizationView):
             if invalid:
                 return self.error_response(self._invalid_target(invalid[0], credentials), application)
             credentials["resource"] = resources
+        dpop_jkt = request.GET.getlist("dpop_jkt")
+        if dpop_jkt:
+            # RFC 9449 10: the code will be exchanged only with a proof of this key.
+            if len(dpop_jkt) > 1 or not dpop.is_thumbprint(dpop_jkt[0]):
+                error = InvalidRequestError(
+                    description="dpop_jkt must be one base64url SHA-256 JWK thumbprint (RFC 7638).",
+                    state=credentials.get("state"),
+                )
+                return self.error_response(
+                    OAuthToolkitError(error=error, redirect_uri=credentials["redirect_uri"]), application
+                )
+            # Signed with the rest of the request into the consent form (SPEC P3).
+            credentials["dpop_jkt"] = dpop_jkt[0]
 
         scopes, offline_via = policy.authorization_scopes(
             dict.fromkeys(scopes),  # a repeated scope name is one scope
@@ -467,6 +480,9 @@ class OfflineAccessAuthorizationView(AuthorizationView):
                 redirect_uri=credentials["redirect_uri"],
             )
         credentials = dict(credentials)
+        # Stored with the code by the validator (GrantAuthentication), under a name no
+        # oauthlib parameter has.
+        credentials["offline_access_dpop_jkt"] = credentials.pop("dpop_jkt", "")
         # The code (and a hybrid response's ID token) carries when this session
         # authenticated; the validator stores it with the code (OIDC Core 2, auth_time).
         credentials["offline_access_auth_time"] = authentication.claimed_auth_time(

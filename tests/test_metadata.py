@@ -231,6 +231,14 @@ def test_scopes_and_prompts(api, db):
     assert "ui_locales_supported" not in openid
 
 
+def test_rfc9449_5_1_dpop_algorithms_in_both_documents(api, db):
+    """What the token endpoint accepts in DPoP proofs (offline_access.dpop; tests/test_dpop.py)."""
+    openid, rfc8414 = documents(api)
+    expected = ["ES256", "ES384", "ES512", "EdDSA", "PS256", "PS384", "PS512", "RS256"]
+    assert openid["dpop_signing_alg_values_supported"] == expected
+    assert rfc8414["dpop_signing_alg_values_supported"] == expected
+
+
 # Client authentication ---------------------------------------------------------------------------
 
 

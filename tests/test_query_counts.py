@@ -241,3 +241,34 @@ def test_consent_renewal_post_query_count(browser, application, django_assert_nu
 
     assert response.status_code == 302
     assert "code=" in response["Location"]
+
+
+# DPoP (RFC 9449): what a key-bound request costs over the same bearer request --------------------
+
+#: The code exchange with a DPoP proof: the bearer exchange plus the access token's binding
+#: (one INSERT) and the indexed DELETE of expired bindings. The family's key is a column of
+#: the family row the exchange inserts anyway; the proof is checked without the database.
+DPOP_CODE_EXCHANGE_QUERIES = CODE_EXCHANGE_QUERIES + 2
+#: A refresh of a bound family with a proof of its key: the same two more than a bearer refresh.
+DPOP_REFRESH_QUERIES = REFRESH_QUERIES + 2
+
+
+def test_dpop_code_exchange_and_refresh_query_counts(
+    browser, api, native_application, django_assert_num_queries
+):
+    from .dpop import exchange as dpop_exchange
+    from .dpop import new_key, proof
+    from .dpop import refresh as dpop_refresh
+
+    key = new_key()
+    code = get_code(browser, native_application, prompt="consent")
+    with django_assert_num_queries(DPOP_CODE_EXCHANGE_QUERIES):
+        response = dpop_exchange(api, native_application, code, proof(key))
+    assert response.status_code == 200, response.content
+    tokens = response.json()
+    assert tokens["token_type"] == "DPoP"
+
+    with django_assert_num_queries(DPOP_REFRESH_QUERIES):
+        response = dpop_refresh(api, native_application, tokens["refresh_token"], proof(key))
+    assert response.status_code == 200, response.content
+    assert response.json()["token_type"] == "DPoP"

@@ -17,7 +17,7 @@ from django.conf import settings as django_settings
 from oauth2_provider.contrib.rest_framework import OAuth2Authentication
 from rest_framework import status
 from rest_framework.authentication import SessionAuthentication
-from rest_framework.exceptions import APIException
+from rest_framework.exceptions import APIException, AuthenticationFailed
 from rest_framework.request import Request, is_form_media_type
 
 #: The parameter name RFC 6750 2.2 and 2.3 define for a token outside the header.
@@ -75,3 +75,30 @@ class StorableSessionAuthentication(SessionAuthentication):
         if "\x00" in request.COOKIES.get(django_settings.SESSION_COOKIE_NAME, ""):
             return None
         return super().authenticate(request)
+
+
+class DPoPAuthentication(HeaderBearerAuthentication):
+    """Access tokens as ``Authorization: Bearer`` or, DPoP-bound, as ``Authorization: DPoP`` (RFC 9449 7).
+
+    A ``DPoP``-scheme request must carry a DPoP proof of the token's key with its
+    ``ath`` (:func:`offline_access.dpop.prepare_resource_request`); a DPoP-bound token
+    sent as Bearer is refused (RFC 9449 7.2). Use it in place of DOT's
+    ``OAuth2Authentication``: ``authentication_classes = [DPoPAuthentication, ...]``,
+    also exported as ``offline_access.dpop.DPoPAuthentication``.
+    """
+
+    def authenticate(self, request: Request):
+        from .. import dpop
+
+        try:
+            dpop.prepare_resource_request(request._request)
+        except dpop.DPoPError as error:
+            failure = AuthenticationFailed(error.description)
+            failure.auth_header = dpop.resource_challenge(error.error, error.description)
+            raise failure from None
+        return super().authenticate(request)
+
+    def authenticate_header(self, request: Request) -> str:
+        from .. import dpop
+
+        return f"{super().authenticate_header(request)}, {dpop.resource_challenge()}"

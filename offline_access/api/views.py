@@ -14,7 +14,7 @@ from rest_framework.views import APIView
 from .. import services
 from ..models import Consent, ConsentEvent, OfflineTokenFamily
 from . import serializers
-from .authentication import HeaderBearerAuthentication, StorableSessionAuthentication
+from .authentication import DPoPAuthentication, StorableSessionAuthentication
 from .parsers import API_PARSERS
 from .permissions import ActsForSignedInUser, HasModelPermission, StaffSession
 
@@ -53,7 +53,7 @@ class Base(APIView):
     site's DRF defaults; lists paginate."""
 
     # Token first: an unauthenticated request gets 401 with a Bearer challenge (RFC 6750).
-    authentication_classes = [HeaderBearerAuthentication, StorableSessionAuthentication]
+    authentication_classes = [DPoPAuthentication, StorableSessionAuthentication]
     parser_classes = API_PARSERS
     schema = Schema(tags=["offline access"])
 
