@@ -208,7 +208,7 @@ def _refresh_token_lifetime(token) -> tuple[bool, datetime | None]:
     if family is None:
         return False, None  # no consent on record behind it: the token endpoint refuses it
     facts = refresh_facts(token, family, token.user, now)
-    if policy.refresh_refusal(facts) is not None:
+    if policy.refresh_refusal(facts) is not None or family.consent is None:
         return False, None
     return True, policy.refresh_token_expires_at(
         facts, consent_expires_at=family.consent.expires_at, token_expires_at=dot_expiry

@@ -196,12 +196,12 @@ class OfflineAccessAuthorizationView(AuthorizationView):
         if dpop_jkt:
             # RFC 9449 10: the code will be exchanged only with a proof of this key.
             if len(dpop_jkt) > 1 or not dpop.is_thumbprint(dpop_jkt[0]):
-                error = InvalidRequestError(
+                refusal = InvalidRequestError(
                     description="dpop_jkt must be one base64url SHA-256 JWK thumbprint (RFC 7638).",
                     state=credentials.get("state"),
                 )
                 return self.error_response(
-                    OAuthToolkitError(error=error, redirect_uri=credentials["redirect_uri"]), application
+                    OAuthToolkitError(error=refusal, redirect_uri=credentials["redirect_uri"]), application
                 )
             # Signed with the rest of the request into the consent form (SPEC P3).
             credentials["dpop_jkt"] = dpop_jkt[0]

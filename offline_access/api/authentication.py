@@ -87,18 +87,24 @@ class DPoPAuthentication(HeaderBearerAuthentication):
     also exported as ``offline_access.dpop.DPoPAuthentication``.
     """
 
+    #: The challenge naming why a DPoP request failed, for this request's 401.
+    failed_challenge: str | None = None
+
     def authenticate(self, request: Request):
         from .. import dpop
 
         try:
             dpop.prepare_resource_request(request._request)
         except dpop.DPoPError as error:
-            failure = AuthenticationFailed(error.description)
-            failure.auth_header = dpop.resource_challenge(error.error, error.description)
-            raise failure from None
+            # DRF asks authenticate_header for the 401's challenge: this one names the error.
+            # (DRF makes one authenticator per request, so the instance may keep it.)
+            self.failed_challenge = dpop.resource_challenge(error.error, error.description)
+            raise AuthenticationFailed(error.description) from None
         return super().authenticate(request)
 
     def authenticate_header(self, request: Request) -> str:
         from .. import dpop
 
+        if self.failed_challenge:
+            return self.failed_challenge
         return f"{super().authenticate_header(request)}, {dpop.resource_challenge()}"
