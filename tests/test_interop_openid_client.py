@@ -33,10 +33,12 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from django.test import Client
 from django.utils import timezone
+from jwcrypto import jwk
 
-from offline_access.models import Consent
+from offline_access.models import Consent, OfflineTokenFamily
 
 from . import factories
+from .dpop import new_key
 from .oauth import hidden_inputs
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -455,3 +457,114 @@ def test_openid_client_device_grant_with_offline_access(node, issuer, cli, alice
     claims = tokens["id_token_claims"]
     assert claims is not None, "no id_token in the device grant's token response"
     assert claims["aud"] == cli.client_id and claims["iss"] == issuer
+
+
+# RFC 9449 DPoP: openid-client's DPoP handle --------------------------------------------------
+
+
+def dpop_key() -> dict:
+    """A fresh EC P-256 key pair as a private JWK (jwcrypto); rp.mjs hands it to getDPoPHandle."""
+    return new_key().export_private(as_dict=True)
+
+
+def thumbprint(private_jwk: dict) -> str:
+    """RFC 7638 SHA-256 thumbprint, by jwcrypto: independent of openid-client's own."""
+    return jwk.JWK(**private_jwk).thumbprint()
+
+
+def family_of(user, application) -> OfflineTokenFamily:
+    (family,) = OfflineTokenFamily.objects.filter(user=user, application=application)
+    return family
+
+
+def code_flow_with_dpop(rp: RelyingParty, browser: Client, application, key: dict) -> dict:
+    request, callback_url = authorize(rp, browser, application)
+    return rp(
+        "callback",
+        callback_url=callback_url,
+        code_verifier=request["code_verifier"],
+        state=request["state"],
+        nonce=request["nonce"],
+        dpop_key=key,
+    )
+
+
+def test_openid_client_dpop_bound_code_exchange_refresh_and_userinfo(
+    native_rp, alice, native_application, user
+):
+    """A public native app with openid-client's DPoP handle: every token it holds is bound to its key."""
+    assert "ES256" in native_rp("discover")["dpop_signing_alg_values_supported"]
+    key = dpop_key()
+    jkt = thumbprint(key)
+
+    tokens = code_flow_with_dpop(native_rp, alice, native_application, key)
+
+    # openid-client lower-cases token_type (as "bearer" above).
+    assert tokens["token_type"] == "dpop", tokens
+    assert tokens["refresh_token"]
+    assert tokens["dpop_handle_jkt"] == jkt  # both libraries agree on the RFC 7638 thumbprint
+    assert family_of(user, native_application).dpop_jkt == jkt
+    sub = tokens["id_token_claims"]["sub"]
+
+    # Userinfo through fetchUserInfo with the handle: Authorization: DPoP, a proof with ath.
+    assert (
+        native_rp("userinfo", access_token=tokens["access_token"], expected_sub=sub, dpop_key=key)["sub"]
+        == sub
+    )
+    # The same access token without the handle is a Bearer token: refused (RFC 9449 7.2).
+    refused = native_rp.refused("userinfo", access_token=tokens["access_token"], expected_sub=sub)
+    assert refused.details["name"] == "WWWAuthenticateChallengeError", refused
+    assert refused.details["status"] == 401, refused
+
+    # Refresh with the same key (a new process, a new handle: only the key is kept, as an app does).
+    refreshed = native_rp("refresh", refresh_token=tokens["refresh_token"], dpop_key=key)
+    assert refreshed["token_type"] == "dpop", refreshed
+    assert refreshed["refresh_token"] != tokens["refresh_token"]
+    assert refreshed["access_token"] != tokens["access_token"]
+    assert refreshed["id_token_claims"]["sub"] == sub
+    assert family_of(user, native_application).dpop_jkt == jkt
+    assert (
+        native_rp("userinfo", access_token=refreshed["access_token"], expected_sub=sub, dpop_key=key)["sub"]
+        == sub
+    )
+
+
+@pytest.mark.parametrize("thief", ["another key", "no DPoP"])
+def test_openid_client_dpop_bound_refresh_token_needs_its_key(
+    thief, native_rp, alice, native_application, user
+):
+    """A copied refresh token is useless without the private key; the holder keeps working."""
+    key = dpop_key()
+    tokens = code_flow_with_dpop(native_rp, alice, native_application, key)
+    assert family_of(user, native_application).dpop_jkt == thumbprint(key)
+
+    stolen = {"refresh_token": tokens["refresh_token"]}
+    if thief == "another key":
+        stolen["dpop_key"] = dpop_key()
+    refused = native_rp.refused("refresh", **stolen)
+
+    # openid-client got past its own checks to the server's OAuth error (RFC 9449 5).
+    assert (refused.details["name"], refused.error) == ("ResponseBodyError", "invalid_grant"), refused
+    assert refused.details["status"] == 400, refused
+    # The thief's try did not use the token up: its holder refreshes with the key.
+    refreshed = native_rp("refresh", refresh_token=tokens["refresh_token"], dpop_key=key)
+    assert refreshed["token_type"] == "dpop"
+
+
+def test_openid_client_dpop_jkt_binds_the_authorization_code(native_rp, alice, native_application, user):
+    """RFC 9449 10: the code of a request with dpop_jkt is redeemed only with that key's proof."""
+    key = dpop_key()
+    request, callback_url = authorize(native_rp, alice, native_application, dpop_jkt=thumbprint(key))
+    checks = {
+        "callback_url": callback_url,
+        "code_verifier": request["code_verifier"],
+        "state": request["state"],
+        "nonce": request["nonce"],
+    }
+
+    refused = native_rp.refused("callback", **checks, dpop_key=dpop_key())
+    assert (refused.details["name"], refused.error) == ("ResponseBodyError", "invalid_grant"), refused
+
+    tokens = native_rp("callback", **checks, dpop_key=key)
+    assert tokens["token_type"] == "dpop"
+    assert family_of(user, native_application).dpop_jkt == thumbprint(key)

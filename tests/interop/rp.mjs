@@ -10,8 +10,10 @@
 //
 // Instruction fields: step, issuer, client_id, client_secret (absent: a
 // public client, token_endpoint_auth_method "none"), algorithm ("oidc", the
-// default, or "oauth2" for RFC 8414 metadata), and the step's own fields
-// (see STEPS below).
+// default, or "oauth2" for RFC 8414 metadata), dpop_key (optional: a private
+// EC P-256 JWK; callback, refresh and userinfo then go through openid-client's
+// DPoP handle for that key, RFC 9449), and the step's own fields (see STEPS
+// below).
 import * as client from 'openid-client';
 
 const STEPS = {
@@ -41,24 +43,31 @@ const STEPS = {
   // Validates the authorization response (state, RFC 9207 iss when the server
   // advertises it, error) and redeems the code; the ID token is required and
   // checked (signature, iss, aud, exp, iat, nonce, auth_time with max_age).
-  async callback(config, { callback_url, code_verifier, state, nonce, max_age }) {
-    const tokens = await client.authorizationCodeGrant(config, new URL(callback_url), {
-      pkceCodeVerifier: code_verifier,
-      expectedState: state,
-      expectedNonce: nonce,
-      idTokenExpected: true,
-      ...(max_age !== undefined && { maxAge: max_age }),
-    });
+  async callback(config, { callback_url, code_verifier, state, nonce, max_age }, DPoP) {
+    const tokens = await client.authorizationCodeGrant(
+      config,
+      new URL(callback_url),
+      {
+        pkceCodeVerifier: code_verifier,
+        expectedState: state,
+        expectedNonce: nonce,
+        idTokenExpected: true,
+        ...(max_age !== undefined && { maxAge: max_age }),
+      },
+      undefined,
+      { DPoP },
+    );
     return tokenResult(tokens);
   },
 
-  async refresh(config, { refresh_token, params }) {
-    return tokenResult(await client.refreshTokenGrant(config, refresh_token, params));
+  async refresh(config, { refresh_token, params }, DPoP) {
+    return tokenResult(await client.refreshTokenGrant(config, refresh_token, params, { DPoP }));
   },
 
-  // fetchUserInfo refuses an answer whose sub differs from expected_sub.
-  async userinfo(config, { access_token, expected_sub }) {
-    return client.fetchUserInfo(config, access_token, expected_sub);
+  // fetchUserInfo refuses an answer whose sub differs from expected_sub. With a
+  // DPoP handle it sends `Authorization: DPoP` and a proof with `ath`.
+  async userinfo(config, { access_token, expected_sub }, DPoP) {
+    return client.fetchUserInfo(config, access_token, expected_sub, { DPoP });
   },
 
   async revoke(config, { token, token_type_hint }) {
@@ -83,6 +92,19 @@ const STEPS = {
     return tokenResult(tokens);
   },
 };
+
+// openid-client's DPoP handle for a key pair made by the test (jwcrypto): the
+// test knows the key's RFC 7638 thumbprint independently of this library.
+async function dpopHandle(config, dpop_key) {
+  if (!dpop_key) return undefined;
+  const { kty, crv, x, y, d } = dpop_key;
+  if (kty !== 'EC' || crv !== 'P-256') throw new TypeError('dpop_key: an EC P-256 JWK is expected');
+  const algorithm = { name: 'ECDSA', namedCurve: 'P-256' };
+  const privateKey = await crypto.subtle.importKey('jwk', { kty, crv, x, y, d }, algorithm, false, ['sign']);
+  // Extractable: openid-client puts the public key in every proof's header.
+  const publicKey = await crypto.subtle.importKey('jwk', { kty, crv, x, y }, algorithm, true, ['verify']);
+  return client.getDPoPHandle(config, { privateKey, publicKey });
+}
 
 function tokenResult(tokens) {
   // JSON drops the helper functions; the validated ID token claims go along.
@@ -139,7 +161,12 @@ async function main() {
         timeout: 20,
       },
     );
-    const result = await step(config, instruction);
+    const DPoP = await dpopHandle(config, instruction.dpop_key);
+    const result = await step(config, instruction, DPoP);
+    if (DPoP && result && typeof result === 'object') {
+      // The thumbprint openid-client computes for its key (what it would send as dpop_jkt).
+      result.dpop_handle_jkt = await DPoP.calculateThumbprint();
+    }
     process.stdout.write(JSON.stringify({ ok: true, result }) + '\n');
   } catch (error) {
     process.stdout.write(JSON.stringify({ ok: false, error: describe(error) }) + '\n');
