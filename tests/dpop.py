@@ -5,10 +5,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import time
 import uuid
 from urllib.parse import urlencode
 
+import pytest
 from django.test import Client
 from jwcrypto import jwk, jws
 
@@ -121,3 +123,24 @@ def resource_proof(
 ) -> str:
     claims = {"ath": ath(access_token), **kwargs.pop("claims", {})}
     return proof(key, htm=htm, htu=htu, claims=claims, **kwargs)
+
+
+#: The Redis server the replay tests share a cache through (.ci/run starts it).
+REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def require_redis() -> None:
+    """Skip without Redis, except on CI (``CI`` set), where .ci/run starts it: there it fails."""
+    try:
+        import redis
+
+        if redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping():
+            return
+        reason = f"Redis on {REDIS_URL} did not answer PING"
+    except ImportError:
+        reason = "the redis package is not installed (it is in the test extra)"
+    except Exception as error:  # any connection failure means "no Redis here"
+        reason = f"no Redis on {REDIS_URL}: {error}"
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason}; .ci/run starts Redis before tox")
+    pytest.skip(reason)

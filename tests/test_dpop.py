@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 import uuid
@@ -22,6 +21,7 @@ from offline_access.checks import check_dpop_replay_cache, check_settings
 from offline_access.models import ClientPolicy, DPoPBoundAccessToken, GrantAuthentication, OfflineTokenFamily
 
 from .dpop import (
+    REDIS_URL,
     TOKEN_URL,
     exchange,
     jkt,
@@ -29,6 +29,7 @@ from .dpop import (
     post_token,
     proof,
     refresh,
+    require_redis,
     resource_proof,
     unsigned,
     userinfo,
@@ -777,21 +778,10 @@ def test_unknown_replay_cache_alias_is_e003(settings):
 
 # Replay protection across workers (RFC 9449 11.1) -------------------------------------------------
 
-REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 
-
-def _redis_reachable() -> bool:
-    try:
-        import redis
-
-        return bool(redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping())
-    except Exception:  # noqa: BLE001 -- any failure means no server to test against
-        return False
-
-
-@pytest.mark.skipif(not _redis_reachable(), reason="needs the Redis server (.ci/run starts it)")
 def test_rfc9449_11_1_one_of_many_workers_sharing_redis_accepts_a_proof(settings):
     """Each thread has its own RedisCache connection (Django's caches are per thread), as workers do."""
+    require_redis()
     settings.CACHES = {
         **settings.CACHES,
         "dpop-redis": {

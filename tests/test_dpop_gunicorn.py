@@ -43,10 +43,9 @@ import requests
 
 from example_project.demo.flow import NATIVE_CLIENT_ID
 
-from .dpop import new_key, proof
+from .dpop import REDIS_URL, new_key, proof, require_redis
 
 ROOT = Path(__file__).resolve().parent.parent
-REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 WORKERS = 2
 #: Requests carrying the same proof, sent at once.
 BURST = 24
@@ -88,23 +87,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def require_redis() -> None:
-    """Skip without Redis, except on CI, where .ci/run starts it."""
-    try:
-        import redis
-
-        if redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping():
-            return
-        reason = f"Redis on {REDIS_URL} did not answer PING"
-    except ImportError:
-        reason = "the redis package is not installed (it is in the test extra)"
-    except Exception as error:  # any connection failure means "no Redis here"
-        reason = f"no Redis on {REDIS_URL}: {error}"
-    if os.environ.get("CI"):
-        pytest.fail(f"{reason}; .ci/run starts Redis before tox")
-    pytest.skip(reason)
 
 
 @pytest.fixture
