@@ -1155,6 +1155,71 @@ def test_token_family_changelist_filters_by_client(scene, admin_client):
     assert result_pks(response) == {scene.family(scene.alice_backup).pk}
 
 
+#: RFC 7638 section 3.1's example thumbprint: what a key-bound family keeps in dpop_jkt.
+JKT = "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"
+
+
+def key_bound_cells(response) -> dict[int, str]:
+    """The "Key-bound (DPoP)" cell of each row of a changelist, by primary key."""
+    cells = {}
+    for row in response.content.decode().split("<tr")[1:]:
+        if ACTION_CHECKBOX_NAME in row:
+            pk = int(row.split(f'name="{ACTION_CHECKBOX_NAME}" value="', 1)[1].split('"', 1)[0])
+            cells[pk] = row.split('<td class="field-key_bound">', 1)[1].split("</td>", 1)[0]
+    return cells
+
+
+def test_token_family_changelist_shows_and_filters_key_bound_devices(scene, admin_client):
+    phone = scene.family(scene.alice_phone)
+    OfflineTokenFamily.objects.filter(pk=phone.pk).update(dpop_jkt=JKT)
+    url = reverse("admin:offline_access_offlinetokenfamily_changelist")
+    everyone = set(OfflineTokenFamily.objects.values_list("pk", flat=True))
+
+    response = admin_client.get(url)
+    html = response.content.decode()
+    assert "Key-bound (DPoP)" in html  # the column, and the filter's title
+    cells = key_bound_cells(response)
+    assert set(cells) == everyone
+    assert 'alt="True"' in cells[phone.pk]
+    assert all('alt="False"' in cell for pk, cell in cells.items() if pk != phone.pk)
+
+    assert result_pks(admin_client.get(url + "?key_bound=yes")) == {phone.pk}
+    assert result_pks(admin_client.get(url + "?key_bound=no")) == everyone - {phone.pk}
+    assert result_pks(admin_client.get(url + "?key_bound=bogus")) == everyone  # ignored, never a 500
+    # A thumbprint seen elsewhere (introspection's cnf.jkt) finds its device, and only by exact value.
+    assert result_pks(admin_client.get(url + "?q=" + JKT)) == {phone.pk}
+    assert result_pks(admin_client.get(url + "?q=" + JKT[:20])) == set()
+
+
+def test_token_family_change_page_shows_the_key_binding(scene, admin_client):
+    phone, laptop = scene.family(scene.alice_phone), scene.family(scene.alice_laptop)
+    OfflineTokenFamily.objects.filter(pk=phone.pk).update(dpop_jkt=JKT)
+
+    def key_bound_field(family) -> str:
+        html = admin_client.get(
+            reverse("admin:offline_access_offlinetokenfamily_change", args=[family.pk])
+        ).content.decode()
+        return html.split("field-key_bound", 1)[1].split("field-dpop_jkt", 1)[0]
+
+    assert "Key-bound (DPoP)" in key_bound_field(phone)
+    assert 'alt="True"' in key_bound_field(phone)
+    assert 'alt="False"' in key_bound_field(laptop)
+    page = admin_client.get(reverse("admin:offline_access_offlinetokenfamily_change", args=[phone.pk]))
+    assert JKT in page.content.decode()  # the thumbprint (not a secret) names the key
+
+
+def test_user_overview_shows_which_devices_are_key_bound(scene, admin_client):
+    phone = scene.family(scene.alice_phone)
+    OfflineTokenFamily.objects.filter(pk=phone.pk).update(dpop_jkt=JKT)
+    response = admin_client.get(reverse("admin:offline_access_consent_user", args=[scene.alice.pk]))
+    html = response.content.decode()
+    assert "Key-bound (DPoP)" in html
+    families = html.split("Devices (token families)", 1)[1]
+    cells = [cell.split("</td>", 1)[0] for cell in families.split('<td class="key-bound">')[1:]]
+    assert sorted(cells) == ["No", "No", "Yes"]  # alice's three devices, one bound
+    assert [f.dpop_jkt == JKT for f in response.context["families"]].count(True) == 1
+
+
 def test_client_policy_changelist_search_and_filter(application, other_application, admin_client):
     barred = ClientPolicy.objects.create(application=application, allow_offline_access=False)
     allowed = ClientPolicy.objects.create(
@@ -1345,6 +1410,8 @@ def _bulk_families(consents, *, ended) -> None:
                 application_id=consent.application_id,
                 consent=consent,
                 ended_at=now if ended(i) else None,
+                # Every third device key-bound: the pinned counts cover the "Key-bound (DPoP)" column.
+                dpop_jkt=f"{i:043d}" if i % 3 == 0 else "",
             )
             for i, (consent, family) in enumerate(zip(consents, families, strict=True))
         ],
@@ -1411,6 +1478,11 @@ def test_changelist_query_count_does_not_grow_with_rows(
     cl = response.context["cl"]
     assert len(cl.result_list) == min(cl.result_count, 100)
     assert cl.result_count >= rows // 4
+    if changelist == "admin:offline_access_offlinetokenfamily_changelist":
+        # Key-bound and bearer devices on the page, shown from the rows already read.
+        cells = key_bound_cells(response).values()
+        assert any('alt="True"' in cell for cell in cells)
+        assert any('alt="False"' in cell for cell in cells)
 
 
 @pytest.mark.parametrize("rows", [10, 1000])
@@ -1425,6 +1497,9 @@ def test_user_overview_query_count_does_not_grow_with_rows(
 
     assert response.status_code == 200
     assert response.content.decode().count("/change/") >= rows
+    html = response.content.decode()
+    assert '<td class="key-bound">Yes</td>' in html
+    assert '<td class="key-bound">No</td>' in html
 
 
 # Revoking many tokens in one action -----------------------------------------------------------------

@@ -23,8 +23,9 @@ from oauth2_provider.models import get_refresh_token_model
 
 from offline_access.models import Consent, ConsentEvent, OfflineTokenFamily
 
+from . import dpop as dpop_client
 from . import factories
-from .oauth import authorize_url, offline_tokens, refresh, stored
+from .oauth import authorize_url, get_code, offline_tokens, refresh, stored
 from .test_consent_screen import _template_source, translated_strings
 
 #: GET /o/connected-apps/ for a logged-in user: session, user, consents, devices.
@@ -38,6 +39,8 @@ NOT_SIGNED_IN = (
     "It gets that access back only when you sign in to it again."
 )
 LOGIN_URL = "/accounts/login/"
+#: What the list says of a device whose sign-in is bound to its DPoP key (RFC 9449).
+KEY_BOUND = "Bound to this device's key: the sign-in cannot be copied to another device."
 
 
 def revoke_app_url(consent_id: int) -> str:
@@ -222,6 +225,26 @@ def test_list_shows_name_scopes_given_at_last_used_and_devices(browser, api, use
     assert consent.granted_at.isoformat() in [value.replace("Z", "+00:00") for value in page.times]
 
 
+def test_list_says_which_devices_are_bound_to_their_key(browser, api, user, native_application):
+    # One device signed in with DPoP (its refresh tokens need its key), one without.
+    key = dpop_client.new_key()
+    code = get_code(browser, native_application, prompt="consent")
+    bound = dpop_client.exchange(api, native_application, code, dpop_client.proof(key))
+    assert bound.status_code == 200, bound.content
+    assert bound.json()["token_type"] == "DPoP"
+    bearer = offline_tokens(browser, api, native_application)
+    assert family_of(bearer).dpop_jkt == ""
+
+    response, page = show(browser)
+
+    [app] = response.context["connected_apps"]
+    assert [family.pk for family in app.devices] == [family_of(bound.json()).pk, family_of(bearer).pk]
+    assert page.text.count(KEY_BOUND) == 1
+    first, second = page.text.split("Device 2", 1)
+    assert KEY_BOUND in first  # said of device 1, the bound one
+    assert KEY_BOUND not in second
+
+
 def test_list_shows_a_consent_not_used_yet(browser, enduring_consent):
     response, page = show(browser)
     assert ("h2", "Calendar Sync") in page.headings
@@ -370,6 +393,8 @@ def test_pages_mark_their_words_for_translation():
         assert inside, template
         leftover = " ".join(outside.split())
         assert re.search(r"[A-Za-z]{2,}", leftover) is None, (template, leftover)
+    inside, _outside = translated_strings(_template_source("offline_access/connected_apps.html"))
+    assert KEY_BOUND in inside
 
 
 def test_consent_screen_links_to_the_connected_apps_page(browser, application):
@@ -596,13 +621,20 @@ def test_unknown_ids_are_not_found(browser, method):
 
 
 def connect(user, apps: int, devices: int) -> None:
-    """``apps`` applications with an active consent, each held by ``devices`` live token families."""
+    """``apps`` applications with an active consent, each held by ``devices`` live token families.
+
+    Every other device is key-bound (DPoP), so the pinned count covers saying so.
+    """
     for _ in range(apps):
         application = factories.ApplicationFactory()
         consent = factories.ConsentFactory(user=user, application=application)
-        for _ in range(devices):
+        for number in range(devices):
             family = OfflineTokenFamily.objects.create(
-                token_family=uuid.uuid4(), user=user, application=application, consent=consent
+                token_family=uuid.uuid4(),
+                user=user,
+                application=application,
+                consent=consent,
+                dpop_jkt=f"{number:043d}" if number % 2 == 0 else "",
             )
             get_refresh_token_model().objects.create(
                 user=user, application=application, token=uuid.uuid4().hex, token_family=family.token_family
@@ -619,3 +651,5 @@ def test_list_query_count_is_pinned_and_constant(browser, user, apps, devices, d
     assert response.status_code == 200
     assert len(response.context["connected_apps"]) == apps
     assert {len(app.devices) for app in response.context["connected_apps"]} == {devices}
+    bound = sum(1 for app in response.context["connected_apps"] for family in app.devices if family.dpop_jkt)
+    assert Page(response.content.decode()).text.count(KEY_BOUND) == bound > 0

@@ -7,4 +7,6 @@ and requests only, as a client that nobody here wrote would.
   grant (RFC 8628) and keeps its refresh token in a file only its owner can read.
 - ``sync.py``: a background job (for cron) that refreshes that token and calls
   the userinfo endpoint, with no user present.
+- ``_dpop.py``: both bind their tokens to a key kept next to the token file
+  (DPoP, RFC 9449); this builds the proof each request carries.
 """

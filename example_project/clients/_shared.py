@@ -1,10 +1,16 @@
-"""What cli.py and sync.py share: endpoints, the token file, refreshing and userinfo.
+"""What cli.py and sync.py share: endpoints, the token and key files, refreshing and userinfo.
 
 The token file holds the token endpoint's JSON answer (``access_token``,
-``refresh_token``, ``expires_at``, ``scope``...). A refresh token is a password
-to the user's account for as long as the consent lasts, so the file is
-written only its owner can read (0600, in a 0700 directory), atomically, and a
-file that group or others can read is refused rather than used. POSIX only.
+``refresh_token``, ``expires_at``, ``scope``, ``token_type`` ``DPoP``...). A
+refresh token is a password to the user's account for as long as the consent
+lasts, so the file is written only its owner can read (0600, in a 0700
+directory), atomically, and a file that group or others can read is refused
+rather than used. POSIX only.
+
+Next to it, the key file holds the device's private DPoP key (a JWK, RFC 9449):
+the server binds the tokens to it, so the token file alone cannot refresh. It is
+created once, by the first sign-in, the same way (0600 from the start, never
+replaced), and refused the same way.
 """
 
 from __future__ import annotations
@@ -24,6 +30,12 @@ from typing import Any
 import requests
 from authlib.integrations.base_client import OAuthError
 from authlib.integrations.requests_client import OAuth2Session
+from jwcrypto import jwk
+
+if __package__:
+    from . import _dpop
+else:  # run as a file: python example_project/clients/cli.py
+    import _dpop
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8000"
 DEFAULT_CLIENT_ID = "demo-cli"
@@ -100,18 +112,23 @@ def login_command(base_url: str, token_path: Path) -> str:
     return command + " login"
 
 
-def session(client_id: str, token: dict[str, Any] | None = None) -> OAuth2Session:
+def session(client_id: str, token: dict[str, Any] | None = None, key: jwk.JWK | None = None) -> OAuth2Session:
     """An Authlib session for a public client: it sends ``client_id`` and no secret.
 
-    Use it in a ``with`` block: closing it closes its keep-alive connections.
+    With ``key``, every token request carries a DPoP proof of that key and the
+    access token is used as a DPoP token (:mod:`_dpop`). Use it in a ``with``
+    block: closing it closes its keep-alive connections.
     """
-    return OAuth2Session(
-        client_id=client_id,
-        token_endpoint_auth_method="none",
-        revocation_endpoint_auth_method="none",
-        token=token,
-        default_timeout=HTTP_TIMEOUT,
-    )
+    options: dict[str, Any] = {
+        "client_id": client_id,
+        "token_endpoint_auth_method": "none",
+        "revocation_endpoint_auth_method": "none",
+        "token": token,
+        "default_timeout": HTTP_TIMEOUT,
+    }
+    if key is None:
+        return OAuth2Session(**options)
+    return _dpop.DPoPSession(key=key, **options)
 
 
 # The token file -----------------------------------------------------------------------
@@ -167,38 +184,54 @@ def save_token(token_path: Path, token: dict[str, Any]) -> None:
         raise
 
 
-def load_token(token_path: Path, base_url: str) -> dict[str, Any]:
-    """Read the stored token, refusing a file that others can read or that is not the user's."""
+def read_private_file(path: Path, base_url: str, token_path: Path, holds: str) -> str | None:
+    """The text of ``path`` (the token file or its key file), or None when there is no such file.
+
+    Refuses (:class:`UnsafeTokenFile`) a symbolic link, anything but a regular
+    file, another user's file, and a file group or others may read or change;
+    ``holds`` says in the message what the file would give away.
+    """
     try:
-        fd = os.open(token_path, os.O_RDONLY | os.O_NOFOLLOW)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     except FileNotFoundError:
-        raise SignInRequired(
-            f"Not signed in: there is no token file at {token_path}.\n"
-            f"Sign in with:\n    {login_command(base_url, token_path)}"
-        ) from None
+        return None
     except OSError as error:
         if error.errno == errno.ELOOP:
-            raise UnsafeTokenFile(f"Refusing to read {token_path}: it is a symbolic link.") from None
-        raise ClientError(f"Cannot read the token file {token_path}: {error.strerror}.") from None
+            raise UnsafeTokenFile(f"Refusing to read {path}: it is a symbolic link.") from None
+        raise ClientError(f"Cannot read {path}: {error.strerror}.") from None
     with os.fdopen(fd, encoding="utf-8") as file:
         info = os.fstat(file.fileno())
         if not stat.S_ISREG(info.st_mode):
-            raise UnsafeTokenFile(f"Refusing to read {token_path}: it is not a regular file.")
+            raise UnsafeTokenFile(f"Refusing to read {path}: it is not a regular file.")
         if info.st_uid != os.getuid():
-            raise UnsafeTokenFile(f"Refusing to read {token_path}: it belongs to another user.")
+            raise UnsafeTokenFile(f"Refusing to read {path}: it belongs to another user.")
         mode = stat.S_IMODE(info.st_mode)
         if mode & 0o077:
             raise UnsafeTokenFile(
-                f"Refusing to read {token_path}: its permissions ({mode:04o}) let other users read or "
-                "change it, and it holds a refresh token to your account.\n"
-                f"If nobody else could have read it, make it private with:\n    chmod 600 {token_path}\n"
+                f"Refusing to read {path}: its permissions ({mode:04o}) let other users read or "
+                f"change it, and it holds {holds}.\n"
+                f"If nobody else could have read it, make it private with:\n    chmod 600 {path}\n"
                 f"Otherwise revoke the access on {Endpoints(base_url).connected_apps}, delete the file "
                 f"and sign in again with:\n    {login_command(base_url, token_path)}"
             )
         try:
-            token = json.load(file)
-        except ValueError:
-            token = None
+            return file.read()
+        except UnicodeDecodeError:
+            return ""
+
+
+def load_token(token_path: Path, base_url: str) -> dict[str, Any]:
+    """Read the stored token, refusing a file that others can read or that is not the user's."""
+    text = read_private_file(token_path, base_url, token_path, "a refresh token to your account")
+    if text is None:
+        raise SignInRequired(
+            f"Not signed in: there is no token file at {token_path}.\n"
+            f"Sign in with:\n    {login_command(base_url, token_path)}"
+        )
+    try:
+        token = json.loads(text)
+    except ValueError:
+        token = None
     if not isinstance(token, dict) or "access_token" not in token:
         raise SignInRequired(
             f"The token file {token_path} is damaged. Delete it and sign in again with:\n"
@@ -212,11 +245,108 @@ def delete_token(token_path: Path) -> None:
         token_path.unlink()
 
 
+# The key file (DPoP) ----------------------------------------------------------------
+
+
+def key_path_for(token_path: Path) -> Path:
+    """Where the device's DPoP key is kept: next to the token file (``token.dpop-key.json``)."""
+    return token_path.with_name(f"{token_path.stem}.dpop-key.json")
+
+
+def load_key(token_path: Path, base_url: str) -> jwk.JWK | None:
+    """The device's private key from its key file, or None when there is no key file."""
+    key_path = key_path_for(token_path)
+    text = read_private_file(
+        key_path, base_url, token_path, "the private key your tokens are bound to (DPoP)"
+    )
+    if text is None:
+        return None
+    try:
+        key = jwk.JWK.from_json(text)
+        usable = key.has_private and key.get("kty") == "EC" and key.get("crv") == "P-256"
+    except Exception:  # jwcrypto raises several kinds for a damaged JWK
+        usable = False
+    if not usable:
+        raise SignInRequired(
+            f"The key file {key_path} is damaged. The tokens in {token_path} only work with the key that "
+            "was in it: delete both files and sign in again with:\n"
+            f"    {login_command(base_url, token_path)}"
+        )
+    return key
+
+
+def create_key(token_path: Path) -> jwk.JWK:
+    """Generate the device's key and write its key file, readable by its owner only from the start.
+
+    The file is created under a temporary name with O_EXCL and mode 0600 (the
+    umask can only take permissions away), so it is never readable by others, not
+    even for a moment; then it is hard-linked to its name, which fails if a key
+    file is there already: a key that tokens may be bound to is never replaced.
+    Raises FileExistsError then.
+    """
+    key = _dpop.generate_key()
+    key_path = key_path_for(token_path)
+    directory = ensure_private_directory(key_path.parent)
+    temporary = directory / f".{key_path.name}.{secrets.token_hex(8)}.tmp"
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as file:
+            file.write(key.export_private())
+            file.write("\n")
+            file.flush()
+            os.fsync(file.fileno())
+        os.link(temporary, key_path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+    return key
+
+
+def key_for_sign_in(token_path: Path, base_url: str) -> jwk.JWK:
+    """The device's key: the one in the key file, or a new one at the first sign-in."""
+    key = load_key(token_path, base_url)
+    if key is not None:
+        return key
+    try:
+        return create_key(token_path)
+    except FileExistsError:  # another sign-in on this device created it meanwhile: use that one
+        key = load_key(token_path, base_url)
+        assert key is not None
+        return key
+
+
+def key_for_token(token_path: Path, token: dict[str, Any], base_url: str) -> jwk.JWK:
+    """The key the stored token is bound to.
+
+    A token file from before DPoP (``token_type`` Bearer) gets a new key: its
+    first refresh with a proof binds it to that key (RFC 9449 5). A DPoP token
+    without its key file cannot be used at all, so it is not even tried.
+    """
+    key = load_key(token_path, base_url)
+    if key is not None:
+        return key
+    if str(token.get("token_type", "")).lower() == "dpop":
+        raise SignInRequired(
+            f"The key file {key_path_for(token_path)} is missing. The tokens in {token_path} are bound to "
+            "the key that was in it and do not work without it.\n"
+            f"If you moved it, put it back; otherwise sign in again with:\n"
+            f"    {login_command(base_url, token_path)}"
+        )
+    return key_for_sign_in(token_path, base_url)
+
+
+def delete_key(token_path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        key_path_for(token_path).unlink()
+
+
 # Talking to the server ------------------------------------------------------------------
 
 
-def refresh(endpoints: Endpoints, client_id: str, token_path: Path, token: dict[str, Any]) -> dict[str, Any]:
-    """Refresh the stored token and save the rotated one (RFC 6749 section 6).
+def refresh(
+    endpoints: Endpoints, client_id: str, token_path: Path, token: dict[str, Any], key: jwk.JWK
+) -> dict[str, Any]:
+    """Refresh the stored token with a DPoP proof of ``key``, and save the rotated one (RFC 6749 6).
 
     ``invalid_grant`` means the grant behind the refresh token has ended: the
     user or an administrator revoked it, or it expired. The stale file is deleted
@@ -231,7 +361,7 @@ def refresh(endpoints: Endpoints, client_id: str, token_path: Path, token: dict[
             f"Sign in again with:\n    {login_command(endpoints.base_url, token_path)}"
         )
     try:
-        with session(client_id) as client:
+        with session(client_id, key=key) as client:
             # No ``scope``: the refreshed token keeps every scope granted, offline_access included.
             new_token = client.refresh_token(endpoints.token, refresh_token=refresh_token)
     except OAuthError as error:
@@ -253,9 +383,9 @@ def access_ended_message(endpoints: Endpoints, token_path: Path) -> str:
     )
 
 
-def userinfo(endpoints: Endpoints, client_id: str, token: dict[str, Any]) -> dict[str, Any]:
-    """Call the OpenID Connect userinfo endpoint with the access token."""
-    with session(client_id, token=token) as client:
+def userinfo(endpoints: Endpoints, client_id: str, token: dict[str, Any], key: jwk.JWK) -> dict[str, Any]:
+    """Call the OpenID Connect userinfo endpoint with the access token (and a proof of ``key``)."""
+    with session(client_id, token=token, key=key) as client:
         response = client.get(endpoints.userinfo)
     if response.status_code != 200:
         raise ClientError(f"The userinfo endpoint answered HTTP {response.status_code}.")

@@ -12,6 +12,11 @@ interval the server asks for (5 s longer after each ``slow_down``) until the use
 allows or denies, or the code expires. The tokens go to a file only its owner
 can read (default ``~/.config/offline-access-demo/token.json``).
 
+The tokens are bound to this device with DPoP (RFC 9449): the first sign-in
+generates an EC P-256 key, kept next to the token file (``token.dpop-key.json``,
+also 0600), and every token request and userinfo call carries a fresh proof
+signed with it. A copy of the token file without the key cannot refresh.
+
 ``whoami`` (the default) refreshes the stored token, without asking the user
 again, saves the rotated refresh token, and prints whom the userinfo endpoint
 says the client acts for. If the server refuses the refresh (``invalid_grant``:
@@ -19,7 +24,7 @@ the user revoked the access on the connected apps page, an administrator did,
 or it expired), it says so, deletes the stale file and tells how to sign in again.
 
 Token requests go through Authlib's OAuth2Session (client ``demo-cli``, public:
-no secret), as a third-party client would make them.
+no secret), as a third-party client would make them; ``_dpop.py`` adds the proofs.
 
 Exit status: 0 done; 1 failed (server unreachable or refusing, code denied or
 expired); 2 sign-in needed (not signed in, or access revoked or expired);
@@ -59,7 +64,8 @@ def login(
 ) -> dict[str, Any]:
     """Sign in with the device authorization grant and save the tokens; return the userinfo claims."""
     endpoints = _shared.Endpoints(base_url)
-    with _shared.session(client_id) as client:
+    key = _shared.key_for_sign_in(token_path, base_url)
+    with _shared.session(client_id, key=key) as client:
         device = start_device_authorization(client, endpoints, client_id)
         print("To sign in, open this page in a browser:")
         print(f"    {device['verification_uri']}")
@@ -70,7 +76,7 @@ def login(
         token = poll_for_token(client, endpoints, device, sleep=sleep, clock=clock)
     with _shared.locked(token_path):
         _shared.save_token(token_path, token)
-    claims = _shared.userinfo(endpoints, client_id, token)
+    claims = _shared.userinfo(endpoints, client_id, token, key)
     print(f"Signed in as {who(claims)}. Token saved to {token_path}.")
     if "refresh_token" not in token:
         print(
@@ -147,14 +153,19 @@ def whoami(base_url: str, client_id: str, token_path: Path) -> dict[str, Any]:
     endpoints = _shared.Endpoints(base_url)
     with _shared.locked(token_path):
         token = _shared.load_token(token_path, base_url)
-        token = _shared.refresh(endpoints, client_id, token_path, token)
-    claims = _shared.userinfo(endpoints, client_id, token)
+        key = _shared.key_for_token(token_path, token, base_url)
+        token = _shared.refresh(endpoints, client_id, token_path, token, key)
+    claims = _shared.userinfo(endpoints, client_id, token, key)
     print(f"Acting for {who(claims)} at {endpoints.base_url}.")
     return claims
 
 
 def logout(base_url: str, client_id: str, token_path: Path) -> None:
-    """Revoke the refresh token (RFC 7009; its access token goes with it) and delete the file."""
+    """Revoke the refresh token (RFC 7009; its access token goes with it), delete the token and key files.
+
+    Revocation needs no proof (RFC 9449 defines none for it): the refresh token
+    alone identifies what to end, and ending it is what its holder wants.
+    """
     endpoints = _shared.Endpoints(base_url)
     with _shared.locked(token_path):
         token = _shared.load_token(token_path, base_url)
@@ -167,7 +178,8 @@ def logout(base_url: str, client_id: str, token_path: Path) -> None:
                 f"The server did not revoke the token (HTTP {response.status_code}); the token file was kept."
             )
         _shared.delete_token(token_path)
-    print(f"Signed out: the token was revoked and {token_path} deleted.")
+        _shared.delete_key(token_path)
+    print(f"Signed out: the token was revoked and {token_path} and its key deleted.")
 
 
 def who(claims: dict[str, Any]) -> str:
@@ -186,7 +198,7 @@ def parser() -> argparse.ArgumentParser:
         default="whoami",
         choices=["login", "whoami", "logout"],
         help="login: sign in with a code; whoami (default): show whom the stored token acts for; "
-        "logout: revoke the token and delete the file.",
+        "logout: revoke the token and delete the token and key files.",
     )
     parser.add_argument(
         "--base-url", default=_shared.DEFAULT_BASE_URL, help="The demo site (default %(default)s)."

@@ -4,9 +4,11 @@ One iteration per run, for cron or a systemd timer, e.g. every 15 minutes::
 
     */15 * * * * cd /path/to/repo && .venv/bin/python -m example_project.clients.sync
 
-It uses the token file that ``cli.py login`` wrote (same format; ``--token-file``):
-refreshes it without asking anyone, saves the rotated refresh token, calls the
-OpenID Connect userinfo endpoint and prints one line saying what it synced.
+It uses the token file that ``cli.py login`` wrote (same format; ``--token-file``)
+and the DPoP key file next to it: refreshes the token without asking anyone,
+with a proof signed by the key (the tokens are bound to it, RFC 9449), saves the
+rotated refresh token, calls the OpenID Connect userinfo endpoint with the
+access token as a DPoP token and prints one line saying what it synced.
 
 When the server refuses the refresh (``invalid_grant``), the consent behind the
 token was revoked (by the user on the connected apps page, or by an
@@ -19,8 +21,9 @@ Exit status:
 - 0: synced.
 - 1: temporary failure (server unreachable or erroring); the token file is kept, try the next run.
 - 2: no consent: access was revoked or expired (the token file was deleted), or nobody signed in
-  yet (no token file). A person must sign in with ``cli.py login``; retrying will not help.
-- 3: the token file was refused because other users can read it or it is not the user's.
+  yet (no token file), or the key file is missing. A person must sign in with ``cli.py login``;
+  retrying will not help.
+- 3: the token or key file was refused because other users can read it or it is not the user's.
 """
 
 from __future__ import annotations
@@ -48,8 +51,9 @@ def sync_once(base_url: str, client_id: str, token_path: Path) -> str:
     endpoints = _shared.Endpoints(base_url)
     with _shared.locked(token_path):
         token = _shared.load_token(token_path, base_url)
-        token = _shared.refresh(endpoints, client_id, token_path, token)
-    claims = _shared.userinfo(endpoints, client_id, token)
+        key = _shared.key_for_token(token_path, token, base_url)
+        token = _shared.refresh(endpoints, client_id, token_path, token, key)
+    claims = _shared.userinfo(endpoints, client_id, token, key)
     at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     fields = ", ".join(sorted(claims))
     return f"{at} synced userinfo of subject {claims['sub']} from {endpoints.base_url} ({fields})"
@@ -71,7 +75,8 @@ def parser() -> argparse.ArgumentParser:
         "--token-file",
         type=Path,
         default=None,
-        help="The token file cli.py login wrote (default ~/.config/offline-access-demo/token.json).",
+        help="The token file cli.py login wrote (default ~/.config/offline-access-demo/token.json); "
+        "its DPoP key file is next to it.",
     )
     return parser
 
