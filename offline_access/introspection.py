@@ -11,11 +11,10 @@ from __future__ import annotations
 import calendar
 from datetime import datetime
 
-from django.db.models import F, OuterRef, Subquery
+from django.db.models import F
 from django.http import JsonResponse
 from django.utils import timezone
 from oauth2_provider.models import (
-    get_access_token_model,
     get_application_model,
     get_refresh_token_model,
     refresh_token_expire_timedelta,
@@ -23,8 +22,8 @@ from oauth2_provider.models import (
 from oauth2_provider.views import IntrospectTokenView
 
 from . import hardening, policy, token_storage
-from .models import DPoPBoundAccessToken, OfflineTokenFamily
-from .validators import refresh_facts
+from .models import OfflineTokenFamily
+from .validators import find_access_token, refresh_facts
 
 
 class OfflineAccessIntrospectTokenView(IntrospectTokenView):
@@ -110,19 +109,7 @@ class OfflineAccessIntrospectTokenView(IntrospectTokenView):
     @staticmethod
     def _access_token_answer(token_value: str) -> dict | None:
         """DOT's answer for an access token (``get_token_response``), or None if there is no such token."""
-        token = (
-            get_access_token_model()
-            .objects.select_related("user", "application")
-            .annotate(
-                dpop_jkt=Subquery(
-                    DPoPBoundAccessToken.objects.filter(token_checksum=OuterRef("token_checksum")).values(
-                        "jkt"
-                    )[:1]
-                )
-            )
-            .filter(token_checksum__in=token_storage.checksum_candidates(token_value))
-            .first()
-        )
+        token = find_access_token(token_value)
         if token is None:
             return None
         if not token.is_valid():
@@ -132,10 +119,10 @@ class OfflineAccessIntrospectTokenView(IntrospectTokenView):
             "scope": token.scope,
             "exp": int(calendar.timegm(token.expires.timetuple())),
         }
-        if token.dpop_jkt:
+        if token.offline_access_dpop_jkt:
             # RFC 9449 6.2: a resource server must demand proofs of this key.
             data["token_type"] = "DPoP"
-            data["cnf"] = {"jkt": token.dpop_jkt}
+            data["cnf"] = {"jkt": token.offline_access_dpop_jkt}
         if token.application:
             data["client_id"] = token.application.client_id
         if token.user:

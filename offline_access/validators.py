@@ -191,6 +191,27 @@ def _is_public(application) -> bool:
     return getattr(application, "client_type", None) == "public"
 
 
+def find_access_token(token_value: str):
+    """The access token with this value, found by its stored hash (issue 9), or None.
+
+    With its application and user, and annotated with the DPoP key it is bound to
+    (``offline_access_dpop_jkt``, None when unbound), all in one query.
+    """
+    return (
+        get_access_token_model()
+        .objects.select_related("application", "user")
+        .annotate(
+            offline_access_dpop_jkt=Subquery(
+                DPoPBoundAccessToken.objects.filter(token_checksum=OuterRef("token_checksum")).values("jkt")[
+                    :1
+                ]
+            )
+        )
+        .filter(token_checksum__in=token_storage.checksum_candidates(token_value))
+        .first()
+    )
+
+
 class OfflineAccessValidator(OAuth2Validator):
     """OAuth2Validator that issues refresh tokens only under a recorded consent (SPEC P1-P6)."""
 
@@ -434,24 +455,8 @@ class OfflineAccessValidator(OAuth2Validator):
         return scopes.split() if scopes else []
 
     def _load_access_token(self, token):
-        """The access token presented as a bearer token (RFC 6750 2), found by its stored hash.
-
-        Annotated with the DPoP key it is bound to (``offline_access_dpop_jkt``, None when
-        unbound), read in the same query.
-        """
-        return (
-            get_access_token_model()
-            .objects.select_related("application", "user")
-            .annotate(
-                offline_access_dpop_jkt=Subquery(
-                    DPoPBoundAccessToken.objects.filter(token_checksum=OuterRef("token_checksum")).values(
-                        "jkt"
-                    )[:1]
-                )
-            )
-            .filter(token_checksum__in=token_storage.checksum_candidates(token))
-            .first()
-        )
+        """The access token presented as a bearer token (RFC 6750 2): :func:`find_access_token`."""
+        return find_access_token(token)
 
     def validate_bearer_token(self, token, scopes, request):
         """DOT's check, plus RFC 9449 7: a DPoP-bound token only with a proof of its key.
