@@ -109,10 +109,6 @@ class OfflineAccessDeviceAuthorizationView(DeviceAuthorizationView):
             )
         else:
             response = super().post(request, *args, **kwargs)
-        if response.status_code == 401:
-            # RFC 6749 5.2: the challenge names the scheme the client authenticates
-            # with here (oauthlib's says Bearer, which this endpoint does not take).
-            response["WWW-Authenticate"] = _BASIC_CHALLENGE
         # RFC 8628 3.2 / RFC 6749 5.1: the answer carries the device_code.
         return hardening.forbid_caching(response)
 
@@ -152,12 +148,9 @@ class OfflineAccessDeviceAuthorizationView(DeviceAuthorizationView):
         return headers, response, status
 
 
-_BASIC_CHALLENGE = 'Basic realm="oauth"'
-
-
 def _client_authentication_failed():
     return hardening.oauth_error(
-        "invalid_client", "Client authentication failed.", status=401, challenge=_BASIC_CHALLENGE
+        "invalid_client", "Client authentication failed.", status=401, challenge=hardening.BASIC_CHALLENGE
     )
 
 

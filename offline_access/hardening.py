@@ -152,15 +152,30 @@ def presented_client_credentials(request: HttpRequest) -> tuple[str, str] | None
     return client_id, secret
 
 
+#: The challenge of a failed client authentication: the scheme clients authenticate with.
+BASIC_CHALLENGE = 'Basic realm="oauth"'
+
+
 def refuse_malformed_basic_credentials(view: View) -> View:
-    """401 invalid_client for Basic credentials no client could have sent (RFC 6749 5.2)."""
+    """Client authentication's edges (RFC 6749 5.2): malformed Basic credentials, and the 401's challenge.
+
+    Basic credentials no client could have sent get 401 invalid_client. A 401 that
+    oauthlib answers with a ``Bearer`` challenge (its default, a resource server's
+    scheme no client can answer at these endpoints) names ``Basic`` instead, unless
+    the caller itself presented a bearer token (a resource server at introspection).
+    """
 
     @wraps(view)
     def wrapper(request, *args, **kwargs):
         problem = malformed_basic_credentials(request)
         if problem:
-            return oauth_error("invalid_client", problem, status=401, challenge='Basic realm="oauth"')
-        return view(request, *args, **kwargs)
+            return oauth_error("invalid_client", problem, status=401, challenge=BASIC_CHALLENGE)
+        response = view(request, *args, **kwargs)
+        scheme = request.META.get("HTTP_AUTHORIZATION", "").strip().partition(" ")[0].lower()
+        challenge = response.get("WWW-Authenticate", "") if response.status_code == 401 else ""
+        if challenge.lower().startswith("bearer") and scheme != "bearer":
+            response["WWW-Authenticate"] = BASIC_CHALLENGE
+        return response
 
     return wrapper
 

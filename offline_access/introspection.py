@@ -79,7 +79,7 @@ class OfflineAccessIntrospectTokenView(IntrospectTokenView):
                 challenge += f', scope="{" ".join(self.get_scopes())}"'
             description = "The bearer token is not valid for token introspection."
         else:
-            challenge = 'Basic realm="oauth"'
+            challenge = hardening.BASIC_CHALLENGE
             description = (
                 "Authenticate as a confidential client (client_secret_basic or client_secret_post), "
                 "or present a bearer token with the introspection scope."

@@ -28,7 +28,16 @@ from offline_access.views import OfflineAccessAuthorizationView
 
 from . import factories
 from .factories import CLIENT_SECRET, PASSWORD
-from .oauth import VERIFIER, authorize_url, client_auth, exchange_code, get_code, refresh, stored
+from .oauth import (
+    VERIFIER,
+    authorize_url,
+    basic_authorization,
+    client_auth,
+    exchange_code,
+    get_code,
+    refresh,
+    stored,
+)
 
 STARS = "*" * 20
 
@@ -586,3 +595,25 @@ def test_refresh_answer_whose_access_token_was_rotated_away_is_not_a_500(browser
     assert response.status_code == 200, response.content
     assert response["Cache-Control"] == "no-store"
     assert response.json()["refresh_token"] != issued["refresh_token"]
+
+
+# RFC 6749 5.2: a failed client authentication names the scheme the client can use ---------
+
+
+@pytest.mark.parametrize("endpoint", ["/o/token/", "/o/revoke_token/"])
+@pytest.mark.parametrize("how", ["basic", "body"])
+def test_failed_client_authentication_challenges_with_basic_not_bearer(api, application, endpoint, how):
+    """RFC 6749 5.2: a 401 invalid_client carries a challenge for the scheme the client
+    authenticated with (HTTP Basic; the body method has no scheme of its own, and Basic is
+    the one these endpoints take in a header). oauthlib's challenge said Bearer, a scheme
+    for resource requests that no client can answer here."""
+    data = {"grant_type": "refresh_token", "refresh_token": "x", "token": "x"}
+    headers = {}
+    if how == "basic":
+        headers["HTTP_AUTHORIZATION"] = basic_authorization(application.client_id, "wrong")
+    else:
+        data |= {"client_id": application.client_id, "client_secret": "wrong"}
+    response = api.post(endpoint, data, **headers)
+    assert response.status_code == 401
+    assert response.json()["error"] == "invalid_client"
+    assert response["WWW-Authenticate"] == 'Basic realm="oauth"'
