@@ -381,3 +381,98 @@ def test_consent_post_without_the_csrf_token_is_refused(user, application):
 
     data["csrfmiddlewaretoken"] = browser.cookies[settings.CSRF_COOKIE_NAME].value
     assert "code" in redirect_params(browser.post(url, data))
+
+
+# approval_prompt=auto (DOT): one EXISTS query with AccessToken.allow_scopes' semantics (issue 12)
+
+ALLOW_SCOPES_CASES = [
+    # (live token scopes, requested scopes)
+    (["read write"], ["read"]),
+    (["read write"], ["read", "write"]),
+    (["read"], ["read", "write"]),
+    (["read", "write"], ["read", "write"]),  # no single token covers both
+    (["readonly"], ["read"]),  # a prefix is not the scope
+    (["xread"], ["read"]),
+    (["read:all"], ["read"]),
+    (["READ"], ["read"]),  # case-sensitive (SQLite's LIKE would not be)
+    (["read%"], ["read"]),
+    (["read"], ["re_d"]),  # no LIKE wildcards
+    (["read"], ["re%"]),
+    ([" read  write "], ["write"]),  # extra spaces
+    (["read\twrite\nopenid"], ["write", "openid"]),  # str.split() separates on any whitespace
+    ([""], ["read"]),
+    ([""], []),  # no scopes asked: any live token will do
+    ([], []),
+    (["read write"], ["read write"]),  # a name holding a space is never a word
+    (["read write"], [""]),
+    (["openid read"], ["openid", "read", "openid"]),
+]
+
+
+@pytest.mark.parametrize(("token_scopes", "requested"), ALLOW_SCOPES_CASES)
+def test_live_token_covers_agrees_with_dots_allow_scopes(
+    user, other_user, application, token_scopes, requested
+):
+    from datetime import timedelta
+
+    from django.utils import timezone
+    from oauth2_provider.models import get_access_token_model
+
+    from offline_access.views import live_token_covers
+
+    from . import factories
+
+    model = get_access_token_model()
+    now = timezone.now()
+    for number, scope in enumerate(token_scopes):
+        model.objects.create(
+            user=user,
+            application=application,
+            token=f"t{number}",
+            expires=now + timedelta(hours=1),
+            scope=scope,
+        )
+    # Never counted: expired, another user's, another client's.
+    everything = "read write openid READ xread re_d re% read:all"
+    model.objects.create(
+        user=user, application=application, token="old", expires=now - timedelta(seconds=1), scope=everything
+    )
+    model.objects.create(
+        user=other_user,
+        application=application,
+        token="other",
+        expires=now + timedelta(hours=1),
+        scope=everything,
+    )
+    model.objects.create(
+        user=user,
+        application=factories.ApplicationFactory(),
+        token="elsewhere",
+        expires=now + timedelta(hours=1),
+        scope=everything,
+    )
+
+    live = model.objects.filter(user=user, application=application, expires__gt=now)
+    dot = any(token.allow_scopes(requested) for token in live)
+    assert live_token_covers(user, application, requested) is dot
+
+
+def test_approval_prompt_auto_skips_the_screen_when_a_live_token_covers_the_scopes(
+    browser, user, application
+):
+    from datetime import timedelta
+
+    from django.utils import timezone
+    from oauth2_provider.models import get_access_token_model
+
+    url = authorize_url(application, scope="openid read", approval_prompt="auto")
+    assert browser.get(url).status_code == 200  # nothing yet: the screen
+    get_access_token_model().objects.create(
+        user=user,
+        application=application,
+        token="live",
+        expires=timezone.now() + timedelta(hours=1),
+        scope="openid read write",
+    )
+
+    assert "code" in redirect_params(browser.get(url))

@@ -38,7 +38,8 @@ DEVICE_POLL_QUERIES = 18
 #: an id_token (its IDToken row in a savepoint, and loading it again to link the access
 #: token); the code exchange spends 6 on it.
 DEVICE_POLL_WITHOUT_OPENID_QUERIES = 13
-#: GET /o/authorize/ rendering the consent screen for a logged-in user.
+#: GET /o/authorize/ rendering the consent screen for a logged-in user (prompt=consent,
+#: offline_access): session, user, application, client policy, EXISTS of an enduring consent.
 CONSENT_SCREEN_QUERIES = 5
 #: POST /o/authorize/ "Allow" with prompt=consent: the first consent is created, the code saved.
 #: Includes the single-use form (delete expired form rows, claim the nonce in a savepoint),
@@ -48,7 +49,12 @@ CONSENT_SCREEN_QUERIES = 5
 #: INSERT of that row and the indexed DELETE of rows whose codes have expired. The code
 #: exchange reads it with the code (a subquery), so the token endpoint costs nothing more.
 CONSENT_POST_QUERIES = 21
-#: The same POST when an interactive consent exists already: it is renewed.
+#: (Queries: session, user, application; one savepoint holding the form's DELETE, savepoint,
+#: INSERT, release, the consent's savepoint, locking SELECT, savepoint, INSERT, release, INSERT
+#: of its event, release, the revoked-since EXISTS, DOT's validator loading the application
+#: again, the code's INSERT, the auth_time DELETE and INSERT, release.)
+#: The same POST when an interactive consent exists already: it is renewed (UPDATE instead
+#: of the INSERT and its savepoint pair).
 CONSENT_RENEWAL_POST_QUERIES = 19
 
 #: How many more queries than stock DOT the app may spend on a token request.
@@ -207,42 +213,6 @@ def test_device_poll_query_count(browser, api, cli, scope, expected, django_asse
     assert "refresh_token" in response.json()
 
 
-# Consent screen ------------------------------------------------------------------------------------
-
-
-def test_consent_screen_query_count(browser, application, django_assert_num_queries):
-    url = authorize_url(application, prompt="consent")
-
-    with django_assert_num_queries(CONSENT_SCREEN_QUERIES):
-        response = browser.get(url)
-
-    assert response.status_code == 200
-    assert response.context["offline_access"] is True
-
-
-def test_consent_post_query_count(browser, application, django_assert_num_queries):
-    url = authorize_url(application, prompt="consent")
-    data = {**consent_form_data(browser.get(url)), "decision": "allow"}
-
-    with django_assert_num_queries(CONSENT_POST_QUERIES):
-        response = browser.post(url, data)
-
-    assert response.status_code == 302
-    assert "code=" in response["Location"]
-
-
-def test_consent_renewal_post_query_count(browser, application, django_assert_num_queries):
-    get_code(browser, application, prompt="consent")
-    url = authorize_url(application, prompt="consent")
-    data = {**consent_form_data(browser.get(url)), "decision": "allow"}
-
-    with django_assert_num_queries(CONSENT_RENEWAL_POST_QUERIES):
-        response = browser.post(url, data)
-
-    assert response.status_code == 302
-    assert "code=" in response["Location"]
-
-
 # DPoP (RFC 9449): what a key-bound request costs over the same bearer request --------------------
 
 #: The code exchange with a DPoP proof: the bearer exchange plus the access token's binding
@@ -272,3 +242,222 @@ def test_dpop_code_exchange_and_refresh_query_counts(
         response = dpop_refresh(api, native_application, tokens["refresh_token"], proof(key))
     assert response.status_code == 200, response.content
     assert response.json()["token_type"] == "DPoP"
+
+
+# Consent screen and device approval at scale (issue 12) --------------------------------------------
+#
+# Each page is measured twice: for a user with nothing else, and for the same kind of user
+# with a crowded account (consents with many other clients, token families on this client
+# and others, live access tokens, decided device grants). The count must be the same pin.
+
+#: GET /o/authorize/?approval_prompt=auto (no prompt=consent) that still shows the screen:
+#: session, user, application, client policy, and one EXISTS (LIMIT 1) for a live access
+#: token of the user for the client covering the scopes (DOT's approval_prompt=auto). The
+#: tokens used to be loaded and checked one by one in Python (75 rows for the crowded user);
+#: the enduring-consent EXISTS of the prompt=consent screen is not needed (no offline_access).
+CONSENT_SCREEN_AUTO_QUERIES = 5
+#: POST /o/authorize/ "Deny": session, user, application; the single-use form in a savepoint
+#: (DELETE of expired form rows, savepoint, INSERT of the nonce, release, release). DOT's
+#: denial redirect needs no query.
+CONSENT_DENY_POST_QUERIES = 9
+#: GET of the device approval page (RFC 8628 3.3) after the code was entered: session, user,
+#: the pending device grant (by its user code's stored hash), application, client policy.
+DEVICE_APPROVAL_SCREEN_QUERIES = 5
+#: POST "Allow" there, granting offline_access for the first time: the page's 5, then in one
+#: savepoint the conditional UPDATE of the grant, the consent (savepoint, locking SELECT,
+#: savepoint, INSERT, release, INSERT of its event, release) and the session's auth_time
+#: (indexed DELETE of expired rows, INSERT), release.
+DEVICE_APPROVAL_POST_QUERIES = 17
+
+CROWD_CONSENTS = 30
+CROWD_FAMILIES = 50
+CROWD_LIVE_ACCESS_TOKENS = 50
+
+
+def crowd(user, *clients) -> None:
+    """Fill ``user``'s account without touching the consent ``clients`` are asked for.
+
+    30 other clients with an active consent and a revoked one each; 50 token families
+    (refresh and access token, family row), half on ``clients`` under an old revoked
+    consent, half on the other clients; 50 more live access tokens per client in
+    ``clients`` whose scope covers nothing asked for; decided device grants.
+    """
+    import secrets
+    import uuid
+    from datetime import timedelta
+
+    from django.utils import timezone
+    from oauth2_provider.models import get_access_token_model, get_device_grant_model, get_refresh_token_model
+
+    from offline_access.models import Consent, OfflineTokenFamily
+
+    from . import factories
+
+    now = timezone.now()
+    long_ago = now - timedelta(days=30)
+    others = factories.ApplicationFactory.create_batch(CROWD_CONSENTS)
+    consents = [factories.ConsentFactory(user=user, application=other) for other in others]
+    for other in others:
+        factories.ConsentFactory(
+            user=user, application=other, status=Consent.Status.REVOKED, ended_at=long_ago
+        )
+    old = {
+        client: factories.ConsentFactory(
+            user=user, application=client, status=Consent.Status.REVOKED, ended_at=long_ago
+        )
+        for client in clients
+    }
+    access_model, refresh_model = get_access_token_model(), get_refresh_token_model()
+
+    def live_access_token(application, scope):
+        return access_model.objects.create(
+            user=user,
+            application=application,
+            token=secrets.token_hex(32),
+            expires=now + timedelta(hours=1),
+            scope=scope,
+        )
+
+    for number in range(CROWD_FAMILIES):
+        if number % 2:
+            application, consent = others[number % len(others)], consents[number % len(others)]
+        else:
+            application = clients[number % len(clients)]
+            consent = old[application]
+        family = uuid.uuid4()
+        refresh_model.objects.create(
+            user=user,
+            application=application,
+            token=secrets.token_hex(32),
+            access_token=live_access_token(application, "read write"),
+            token_family=family,
+        )
+        OfflineTokenFamily.objects.create(
+            token_family=family, consent=consent, user=user, application=application
+        )
+    for client in clients:
+        for _ in range(CROWD_LIVE_ACCESS_TOKENS):
+            live_access_token(client, "read write")
+    device_model = get_device_grant_model()
+    for number in range(10):
+        device_model.objects.create(
+            user=user,
+            client_id=clients[-1].client_id,
+            device_code=secrets.token_hex(32),
+            user_code=secrets.token_hex(8),
+            scope="openid offline_access",
+            expires=now + timedelta(minutes=10),
+            status=device_model.AUTHORIZED if number % 2 else device_model.DENIED,
+        )
+
+
+crowded = pytest.mark.parametrize("crowded", [False, True], ids=["alone", "crowded"])
+
+
+@crowded
+def test_consent_screen_query_count_is_flat(crowded, browser, user, application, django_assert_num_queries):
+    if crowded:
+        crowd(user, application)
+    url = authorize_url(application, prompt="consent")
+
+    with django_assert_num_queries(CONSENT_SCREEN_QUERIES):
+        response = browser.get(url)
+
+    assert response.status_code == 200
+    assert response.context["offline_access"] is True
+
+
+@crowded
+def test_consent_screen_with_approval_prompt_auto_query_count_is_flat(
+    crowded, browser, user, application, django_assert_num_queries
+):
+    """DOT's approval_prompt=auto asks whether a live token covers the scopes: one EXISTS, no rows."""
+    from django.db.models.signals import post_init
+    from oauth2_provider.models import get_access_token_model
+
+    if crowded:
+        crowd(user, application)
+    url = authorize_url(application, scope="openid", approval_prompt="auto")
+    loaded = []
+
+    def count(sender, **kwargs):
+        loaded.append(kwargs["instance"])
+
+    post_init.connect(count, sender=get_access_token_model())
+    try:
+        with django_assert_num_queries(CONSENT_SCREEN_AUTO_QUERIES):
+            response = browser.get(url)
+    finally:
+        post_init.disconnect(count, sender=get_access_token_model())
+
+    assert response.status_code == 200  # no live token covers "openid": the screen
+    assert loaded == []  # the tokens were not loaded to be checked in Python
+
+
+@crowded
+def test_consent_post_query_count_is_flat(crowded, browser, user, application, django_assert_num_queries):
+    if crowded:
+        crowd(user, application)
+    url = authorize_url(application, prompt="consent")
+    data = {**consent_form_data(browser.get(url)), "decision": "allow"}
+
+    with django_assert_num_queries(CONSENT_POST_QUERIES):
+        response = browser.post(url, data)
+
+    assert response.status_code == 302
+    assert "code=" in response["Location"]
+
+
+@crowded
+def test_consent_renewal_post_query_count_is_flat(
+    crowded, browser, user, application, django_assert_num_queries
+):
+    if crowded:
+        crowd(user, application)
+    get_code(browser, application, prompt="consent")
+    url = authorize_url(application, prompt="consent")
+    data = {**consent_form_data(browser.get(url)), "decision": "allow"}
+
+    with django_assert_num_queries(CONSENT_RENEWAL_POST_QUERIES):
+        response = browser.post(url, data)
+
+    assert response.status_code == 302
+    assert "code=" in response["Location"]
+
+
+@crowded
+def test_consent_deny_post_query_count_is_flat(
+    crowded, browser, user, application, django_assert_num_queries
+):
+    if crowded:
+        crowd(user, application)
+    url = authorize_url(application, prompt="consent")
+    data = {**consent_form_data(browser.get(url)), "decision": "deny"}
+
+    with django_assert_num_queries(CONSENT_DENY_POST_QUERIES):
+        response = browser.post(url, data)
+
+    assert response.status_code == 302
+    assert "error=access_denied" in response["Location"]
+
+
+@crowded
+def test_device_approval_query_counts_are_flat(crowded, browser, api, user, cli, django_assert_num_queries):
+    from offline_access.models import Consent
+
+    from .test_device import enter_code, start
+
+    if crowded:
+        crowd(user, cli)
+    started = start(api, cli)
+    confirm_url = enter_code(browser, started["user_code"])
+
+    with django_assert_num_queries(DEVICE_APPROVAL_SCREEN_QUERIES):
+        screen = browser.get(confirm_url)
+    assert screen.status_code == 200
+    assert screen.context["offline_access"] is True
+
+    with django_assert_num_queries(DEVICE_APPROVAL_POST_QUERIES):
+        response = browser.post(confirm_url, {"decision": "allow"})
+    assert response.status_code == 302
+    assert Consent.objects.active().filter(user=user, application=cli).count() == 1
