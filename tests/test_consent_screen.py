@@ -383,7 +383,7 @@ def test_consent_post_without_the_csrf_token_is_refused(user, application):
     assert "code" in redirect_params(browser.post(url, data))
 
 
-# approval_prompt=auto (DOT): one EXISTS query with AccessToken.allow_scopes' semantics (issue 12)
+# approval_prompt=auto (DOT): the distinct scopes of live tokens, AccessToken.allow_scopes' rule (issue 12)
 
 ALLOW_SCOPES_CASES = [
     # (live token scopes, requested scopes)

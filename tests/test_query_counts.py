@@ -251,9 +251,9 @@ def test_dpop_code_exchange_and_refresh_query_counts(
 # and others, live access tokens, decided device grants). The count must be the same pin.
 
 #: GET /o/authorize/?approval_prompt=auto (no prompt=consent) that still shows the screen:
-#: session, user, application, client policy, and one EXISTS (LIMIT 1) for a live access
-#: token of the user for the client covering the scopes (DOT's approval_prompt=auto). The
-#: tokens used to be loaded and checked one by one in Python (75 rows for the crowded user);
+#: session, user, application, client policy, and one query for the distinct scope strings
+#: of the user's live access tokens for the client (DOT's approval_prompt=auto). The tokens
+#: used to be loaded and checked one by one (75 rows for the crowded user; now one row);
 #: the enduring-consent EXISTS of the prompt=consent screen is not needed (no offline_access).
 CONSENT_SCREEN_AUTO_QUERIES = 5
 #: POST /o/authorize/ "Deny": session, user, application; the single-use form in a savepoint
@@ -371,7 +371,7 @@ def test_consent_screen_query_count_is_flat(crowded, browser, user, application,
 def test_consent_screen_with_approval_prompt_auto_query_count_is_flat(
     crowded, browser, user, application, django_assert_num_queries
 ):
-    """DOT's approval_prompt=auto asks whether a live token covers the scopes: one EXISTS, no rows."""
+    """DOT's approval_prompt=auto asks whether a live token covers the scopes: one query, no token loaded."""
     from django.db.models.signals import post_init
     from oauth2_provider.models import get_access_token_model
 
