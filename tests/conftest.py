@@ -24,6 +24,22 @@ def application(db):
 
 
 @pytest.fixture
+def implicit_application(db):
+    """A client registered for the implicit grant (token in the fragment)."""
+    return factories.ApplicationFactory(
+        name="Old SPA", client_id="old-spa", authorization_grant_type="implicit"
+    )
+
+
+@pytest.fixture
+def hybrid_application(db):
+    """A client registered for OpenID hybrid response types (code plus a front-channel token)."""
+    return factories.ApplicationFactory(
+        name="Hybrid", client_id="hybrid", authorization_grant_type="openid-hybrid"
+    )
+
+
+@pytest.fixture
 def native_application(db):
     """A public native client with a loopback redirect and PKCE."""
     return factories.PublicApplicationFactory(name="Phone App", client_id="phone-app")

@@ -300,15 +300,20 @@ def test_public_client_family_from_before_dpop_is_bound_at_its_first_proof(
     assert response.status_code == 400 and response.json()["error"] == "invalid_grant"
 
 
-def test_rfc9449_5_device_poll_with_proof_binds_the_family(browser, api, cli, key):
+def approved_device_poll(browser, api, cli) -> dict:
+    """The body of the device's next poll, once the user has approved its code."""
     started = start(api, cli)
     approve(browser, started)
     waited(started["device_code"])
-    data = {
+    return {
         "grant_type": DEVICE_CODE_GRANT,
         "device_code": started["device_code"],
         "client_id": cli.client_id,
     }
+
+
+def test_rfc9449_5_device_poll_with_proof_binds_the_family(browser, api, cli, key):
+    data = approved_device_poll(browser, api, cli)
 
     response = post_token(api, data, proof(key))
 
@@ -322,14 +327,7 @@ def test_rfc9449_5_device_poll_with_proof_binds_the_family(browser, api, cli, ke
 
 
 def test_device_poll_with_a_bad_proof_redeems_nothing(browser, api, cli, key):
-    started = start(api, cli)
-    approve(browser, started)
-    waited(started["device_code"])
-    data = {
-        "grant_type": DEVICE_CODE_GRANT,
-        "device_code": started["device_code"],
-        "client_id": cli.client_id,
-    }
+    data = approved_device_poll(browser, api, cli)
 
     assert_dpop_error(post_token(api, data, proof(key, htm="GET")))
     assert post_token(api, data, proof(key)).status_code == 200
@@ -506,14 +504,7 @@ def test_client_policy_require_dpop_refuses_requests_without_proof(browser, api,
 
 def test_client_policy_require_dpop_on_device_poll(browser, api, cli, key):
     ClientPolicy.objects.create(application=cli, require_dpop=True)
-    started = start(api, cli)
-    approve(browser, started)
-    waited(started["device_code"])
-    data = {
-        "grant_type": DEVICE_CODE_GRANT,
-        "device_code": started["device_code"],
-        "client_id": cli.client_id,
-    }
+    data = approved_device_poll(browser, api, cli)
 
     assert_dpop_error(form_post(api, "/o/token/", data))
     assert post_token(api, data, proof(key)).status_code == 200

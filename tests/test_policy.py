@@ -164,20 +164,6 @@ def password_application(db):
     )
 
 
-@pytest.fixture
-def implicit_application(db):
-    return factories.ApplicationFactory(
-        name="Old SPA", client_id="old-spa", authorization_grant_type="implicit"
-    )
-
-
-@pytest.fixture
-def hybrid_application(db):
-    return factories.ApplicationFactory(
-        name="Hybrid", client_id="hybrid", authorization_grant_type="openid-hybrid"
-    )
-
-
 # P1: a refresh token only with offline_access ------------------------------------
 
 

@@ -43,20 +43,6 @@ def response_params(response, *, in_fragment: bool = False) -> dict[str, list[st
     return params
 
 
-@pytest.fixture
-def implicit_application(db):
-    return factories.ApplicationFactory(
-        name="Old SPA", client_id="old-spa", authorization_grant_type="implicit"
-    )
-
-
-@pytest.fixture
-def hybrid_application(db):
-    return factories.ApplicationFactory(
-        name="Hybrid", client_id="hybrid", authorization_grant_type="openid-hybrid"
-    )
-
-
 def consent_then(browser: Client, url: str, decision: str = "allow"):
     screen = browser.get(url)
     assert screen.status_code == 200, (screen.status_code, screen.get("Location"))
