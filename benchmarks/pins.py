@@ -8,3 +8,36 @@ reason in the commit.
 from __future__ import annotations
 
 QUERIES: dict[tuple[str, str], int] = {}
+
+# consent (benchmarks/consent_screen.py). The app's figures are tests/test_query_counts.py's
+# pins (CONSENT_SCREEN_QUERIES, CONSENT_POST_QUERIES, CONSENT_RENEWAL_POST_QUERIES,
+# CONSENT_DENY_POST_QUERIES, CONSENT_SCREEN_AUTO_QUERIES; tests/test_benchmark_consent.py
+# holds them equal), the same for a crowded account. Plain DOT's, as measured on DOT 3.4.1:
+# session, user, the application twice (validator and view) for the screen, the same and the
+# grant's INSERT for Allow; Deny reads the session, the user and the application once and writes
+# nothing; approval_prompt=auto adds one query loading the user's live access tokens for the
+# client (75 rows in the crowded account).
+QUERIES.update(
+    {
+        ("consent: screen (GET)", "plain DOT"): 4,
+        ("consent: screen (GET)", "plain DOT, crowded account"): 4,
+        ("consent: screen (GET)", "offline_access"): 5,
+        ("consent: screen (GET)", "offline_access, crowded account"): 5,
+        ("consent: Allow (POST)", "plain DOT"): 5,
+        ("consent: Allow (POST)", "plain DOT, crowded account"): 5,
+        ("consent: Allow (POST)", "offline_access"): 21,
+        ("consent: Allow (POST)", "offline_access, crowded account"): 21,
+        ("consent: Allow again (POST)", "plain DOT"): 5,
+        ("consent: Allow again (POST)", "plain DOT, crowded account"): 5,
+        ("consent: Allow again (POST)", "offline_access"): 19,
+        ("consent: Allow again (POST)", "offline_access, crowded account"): 19,
+        ("consent: Deny (POST)", "plain DOT"): 3,
+        ("consent: Deny (POST)", "plain DOT, crowded account"): 3,
+        ("consent: Deny (POST)", "offline_access"): 9,
+        ("consent: Deny (POST)", "offline_access, crowded account"): 9,
+        ("consent: screen, approval_prompt=auto (GET)", "plain DOT"): 5,
+        ("consent: screen, approval_prompt=auto (GET)", "plain DOT, crowded account"): 5,
+        ("consent: screen, approval_prompt=auto (GET)", "offline_access"): 5,
+        ("consent: screen, approval_prompt=auto (GET)", "offline_access, crowded account"): 5,
+    }
+)
