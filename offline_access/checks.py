@@ -1,4 +1,28 @@
-"""System checks for the mistakes that would silently switch the policy off."""
+"""System checks for the mistakes that would silently switch the policy off.
+
+Errors (the site is unsafe or breaks on a request):
+
+- ``offline_access.E001``: DOT's validator is not the app's, so refresh tokens ignore consent.
+- ``offline_access.E002``: ``offline_access`` is missing from DOT's ``SCOPES``.
+- ``offline_access.E003``: ``OFFLINE_ACCESS`` is not a dict, has an unknown key or a bad value.
+- ``offline_access.E004``: ``oauth2_provider:authorize`` is not the app's authorization view.
+- ``offline_access.E005``: ``OFFLINE_ACCESS["CONSENT_TEMPLATE"]`` cannot be loaded (missing,
+  or a syntax error), so the consent and device approval screens answer 500.
+
+Warnings (something works differently from what the site most likely meant):
+
+- ``offline_access.W001``: RP-initiated logout deletes the user's offline tokens.
+- ``offline_access.W002``: the device page's attempt limit uses a per-process cache (deploy).
+- ``offline_access.W003``: RFC 8414 metadata is not at its well-known location.
+- ``offline_access.W004``: the DPoP replay cache is per-process (deploy).
+- ``offline_access.W005``: ``offline_access`` comes before ``oauth2_provider`` in
+  ``INSTALLED_APPS``, so DOT's application admin has no offline access policy inline.
+- ``offline_access.W006``: the device authorization endpoint is served without an absolute
+  ``OAUTH_DEVICE_VERIFICATION_URI``, so the device grant is refused (or shows users a
+  link they cannot open).
+- ``offline_access.W007``: ``OIDC_ENABLED`` is off: no ID tokens, no OpenID discovery or
+  UserInfo, although ``offline_access`` is an OpenID Connect scope.
+"""
 
 from __future__ import annotations
 
@@ -291,5 +315,115 @@ def check_server_metadata_location(app_configs, **kwargs):
             "follow RFC 8414 section 3 look for it.",
             hint='Add path("", include("offline_access.well_known_urls")) to the root URLconf.',
             id="offline_access.W003",
+        )
+    ]
+
+
+@register(Tags.templates)
+def check_consent_template(app_configs, **kwargs):
+    """The consent screen's template loads (P2, P7: the consent and device approval screens)."""
+    from django.template import TemplateDoesNotExist, TemplateSyntaxError
+    from django.template.loader import get_template
+
+    value = getattr(django_settings, "OFFLINE_ACCESS", {})
+    name = value.get("CONSENT_TEMPLATE", DEFAULTS["CONSENT_TEMPLATE"]) if isinstance(value, dict) else None
+    if not isinstance(name, str) or not name.strip():
+        return []  # E003 reports a value that is not a template name
+    try:
+        get_template(name)
+    except TemplateDoesNotExist:
+        problem = "was not found by any template engine"
+        hint = (
+            "Create the template in a directory of TEMPLATES (or an app's templates/ folder), "
+            'or remove OFFLINE_ACCESS["CONSENT_TEMPLATE"] to use "offline_access/consent.html".'
+        )
+    except TemplateSyntaxError as exc:
+        problem = f"does not compile: {exc}"
+        hint = "Fix the template; the consent screen renders it on every authorization that asks consent."
+    else:
+        return []
+    return [
+        Error(
+            f'OFFLINE_ACCESS["CONSENT_TEMPLATE"] = {name!r} {problem}, so the consent screen and '
+            "the device approval page answer 500.",
+            hint=hint,
+            id="offline_access.E005",
+        )
+    ]
+
+
+@register(Tags.admin)
+def check_app_order(app_configs, **kwargs):
+    """``offline_access`` after ``oauth2_provider``: its admin adds an inline to DOT's one."""
+    from django.apps import apps
+
+    if not apps.is_installed("django.contrib.admin"):
+        return []
+    names = [config.name for config in apps.get_app_configs()]
+    if "oauth2_provider" not in names or names.index("offline_access") > names.index("oauth2_provider"):
+        return []
+    return [
+        Warning(
+            '"offline_access" comes before "oauth2_provider" in INSTALLED_APPS: Django\'s admin '
+            "loads the app's admin before DOT has registered its application admin, so the "
+            "application change page has no offline access policy section (the policy keeps "
+            "its own admin screen).",
+            hint='Move "offline_access" after "oauth2_provider" in INSTALLED_APPS.',
+            id="offline_access.W005",
+        )
+    ]
+
+
+@register(Tags.compatibility)
+def check_device_verification_uri(app_configs, **kwargs):
+    """RFC 8628 3.2: the device grant needs an absolute verification URI to show the user."""
+    from urllib.parse import urlsplit
+
+    from oauth2_provider.settings import oauth2_settings
+
+    try:
+        endpoint = reverse("oauth2_provider:device-authorization")
+    except NoReverseMatch:
+        return []  # the site serves no device authorization endpoint
+    uri = oauth2_settings.server_kwargs.get("verification_uri")
+    if not uri:
+        message = (
+            f"The device authorization endpoint ({endpoint}) is served but "
+            "OAUTH_DEVICE_VERIFICATION_URI is not set: it refuses every request with "
+            "unsupported_grant_type, and discovery does not list the device grant."
+        )
+    else:
+        parts = urlsplit(str(uri))
+        if parts.scheme in ("http", "https") and parts.netloc:
+            return []
+        message = (
+            f"OAUTH_DEVICE_VERIFICATION_URI {uri!r} is not an absolute http(s) URL: a device "
+            "shows it to the user, who has to open it in a browser on another device."
+        )
+    return [
+        Warning(
+            message,
+            hint='Set OAUTH2_PROVIDER["OAUTH_DEVICE_VERIFICATION_URI"] to the absolute URL of the '
+            'device page, e.g. "https://id.example.com/o/device/". A site whose clients never use '
+            'the device grant can add "offline_access.W006" to SILENCED_SYSTEM_CHECKS.',
+            id="offline_access.W006",
+        )
+    ]
+
+
+@register(Tags.compatibility)
+def check_oidc_enabled(app_configs, **kwargs):
+    """OIDC Core 1.0 section 11: offline_access is an OpenID Connect scope."""
+    from oauth2_provider.settings import oauth2_settings
+
+    if oauth2_settings.OIDC_ENABLED:
+        return []
+    return [
+        Warning(
+            "DOT's OIDC_ENABLED is off: the offline access rules still hold, but clients get no "
+            "ID token, and OpenID discovery and UserInfo answer 404, although offline_access is "
+            "an OpenID Connect scope (OIDC Core 1.0 section 11).",
+            hint='Set OAUTH2_PROVIDER["OIDC_ENABLED"] = True and an OIDC_RSA_PRIVATE_KEY.',
+            id="offline_access.W007",
         )
     ]
