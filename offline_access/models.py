@@ -227,10 +227,6 @@ class Consent(models.Model):
     def __str__(self) -> str:
         return f"{self.get_kind_display()} consent #{self.pk}"
 
-    @staticmethod
-    def slot_for(status: str) -> bool | None:
-        return True if status == Consent.Status.ACTIVE else None
-
     def save(self, *args, **kwargs) -> None:
         self.active_slot = self.slot_for(self.status)
         update_fields = kwargs.get("update_fields")
@@ -243,6 +239,11 @@ class Consent(models.Model):
             assert application is not None
             self.client_id, self.client_name = application.client_id, application.name
         super().save(*args, **kwargs)
+
+    @staticmethod
+    def slot_for(status: str) -> bool | None:
+        """The :attr:`active_slot` of a consent in ``status``."""
+        return True if status == Consent.Status.ACTIVE else None
 
     @property
     def client(self):

@@ -285,9 +285,10 @@ def test_C2_bulk_created_history_and_one_active_row(user, application):
         for status in (Consent.Status.REVOKED, Consent.Status.REVOKED, Consent.Status.EXPIRED)
     ]
     Consent.objects.bulk_create(rows)
-    Consent.objects.bulk_create([Consent(user=user, application=application, client_id="c", client_name="C")])
+    active = {"user": user, "application": application, "client_id": "c", "client_name": "C"}
+    Consent.objects.bulk_create([Consent(**active)])
     with pytest.raises(IntegrityError), transaction.atomic():
-        Consent.objects.bulk_create([Consent(user=user, application=application, client_id="c", client_name="C")])
+        Consent.objects.bulk_create([Consent(**active)])
     assert Consent.objects.count() == 4
 
 

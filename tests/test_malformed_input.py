@@ -964,10 +964,8 @@ def test_odd_session_cookie_is_no_session_on_every_page(path, session_key):
         ("CALENDAR-SYNC", 401, "invalid_client"),
     ],
 )
-def test_a_near_client_id_does_not_authenticate_at_the_token_endpoint(api, application, client_id, status, error):
+def test_a_near_client_id_authenticates_nobody(api, application, client_id, status, error):
     """The right secret beside a client ID that only a lax collation equates authenticates nobody."""
-    response = api.post(
-        "/o/token/",
-        {"grant_type": "client_credentials", "client_id": client_id, "client_secret": factories.CLIENT_SECRET},
-    )
+    credentials = {"client_id": client_id, "client_secret": factories.CLIENT_SECRET}
+    response = api.post("/o/token/", {"grant_type": "client_credentials", **credentials})
     assert (response.status_code, response.json()["error"]) == (status, error), response.content
