@@ -34,6 +34,19 @@ def _count(queryset):
 
 
 class ConsentQuerySet(models.QuerySet):
+    """Consents; ``update()`` and ``bulk_create()`` keep :attr:`Consent.active_slot` in step with status."""
+
+    def update(self, **kwargs):
+        if "status" in kwargs and "active_slot" not in kwargs and isinstance(kwargs["status"], str):
+            kwargs["active_slot"] = Consent.slot_for(kwargs["status"])
+        return super().update(**kwargs)
+
+    def bulk_create(self, objs, *args, **kwargs):
+        objs = list(objs)
+        for consent in objs:
+            consent.active_slot = Consent.slot_for(consent.status)
+        return super().bulk_create(objs, *args, **kwargs)
+
     def active(self, now=None):
         """Consents that are in force now: not revoked, not expired, not ended."""
         now = now or timezone.now()
@@ -138,6 +151,12 @@ class Consent(models.Model):
         default=Status.ACTIVE,
         help_text=_("Active consents are in force unless past their expiry."),
     )
+    #: True while ``status`` is active, NULL once it ended: the handle of the constraint
+    #: "one active consent per user, client and kind". A condition on ``status`` would say
+    #: it directly, but MySQL and MariaDB have no partial unique indexes (Django skips
+    #: such a constraint there), while every database lets NULLs repeat in a unique index.
+    #: ``save()``, ``update(status=...)`` and ``bulk_create()`` set it.
+    active_slot = models.BooleanField(null=True, default=True, editable=False)
     created_at = models.DateTimeField(
         _("first given at"), default=timezone.now, help_text=_("When the consent was first given.")
     )
@@ -195,8 +214,7 @@ class Consent(models.Model):
             # SPEC C2/C3: one record in force per user, client and kind; a new
             # approval renews it instead of piling up rows.
             models.UniqueConstraint(
-                fields=["user", "application", "kind"],
-                condition=Q(status="active"),
+                fields=["user", "application", "kind", "active_slot"],
                 name="offline_access_one_active_consent_per_kind",
             ),
         ]
@@ -210,6 +228,10 @@ class Consent(models.Model):
         return f"{self.get_kind_display()} consent #{self.pk}"
 
     def save(self, *args, **kwargs) -> None:
+        self.active_slot = self.slot_for(self.status)
+        update_fields = kwargs.get("update_fields")
+        if update_fields is not None and "status" in update_fields:
+            kwargs["update_fields"] = {*update_fields, "active_slot"}
         if self._state.adding and self.application_id is not None and not self.client_id:
             # The audit keeps naming the client after it is deleted. Only a new row
             # reads the application: a renewal must not cost a query for it.
@@ -217,6 +239,11 @@ class Consent(models.Model):
             assert application is not None
             self.client_id, self.client_name = application.client_id, application.name
         super().save(*args, **kwargs)
+
+    @staticmethod
+    def slot_for(status: str) -> bool | None:
+        """The :attr:`active_slot` of a consent in ``status``."""
+        return True if status == Consent.Status.ACTIVE else None
 
     @property
     def client(self):

@@ -12,7 +12,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from django.db import IntegrityError, transaction
+from django.contrib.auth import get_user_model
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
@@ -540,11 +541,19 @@ def _lock_or_create(user, application, kind, *, now, **fields) -> tuple[Consent,
     """The active consent of this kind, locked, or a new one; and whether it is new.
 
     The database constraint settles a race between two first approvals: the
-    loser finds the winner's row and renews it.
+    loser finds the winner's row and renews it. On MySQL/MariaDB that retry
+    deadlocks when three or more race (each loser keeps InnoDB's shared lock on the
+    duplicate key and then asks for an exclusive one), so there the first approval
+    is serialized on the user's row instead: two more queries, first approvals only.
     """
     consent = _lock_active(user, application, kind)
     if consent is not None:
         return consent, False
+    if connection.vendor == "mysql":
+        list(get_user_model().objects.select_for_update().filter(pk=user.pk).values_list("pk"))
+        consent = _lock_active(user, application, kind)
+        if consent is not None:
+            return consent, False
     try:
         with transaction.atomic():
             consent = Consent.objects.create(

@@ -215,6 +215,22 @@ def find_access_token(token_value: str):
 class OfflineAccessValidator(OAuth2Validator):
     """OAuth2Validator that issues refresh tokens only under a recorded consent (SPEC P1-P6)."""
 
+    # Clients --------------------------------------------------------------------
+
+    def _load_application(self, client_id, request):
+        """DOT's lookup, held to an exact match of the client ID.
+
+        MySQL's and MariaDB's default collations compare case-insensitively and ignore
+        trailing spaces, so ``"calendar-sync "`` or ``"CALENDAR-SYNC"`` would
+        load the client ``calendar-sync``; RFC 6749 2.2 makes the identifier a string the
+        server issued, compared as such.
+        """
+        application = super()._load_application(client_id, request)
+        if application is not None and application.client_id != client_id:
+            request.client = None
+            return None
+        return application
+
     # Scopes -------------------------------------------------------------------
 
     def validate_scopes(self, client_id, scopes, client, request, *args, **kwargs):

@@ -269,6 +269,29 @@ def test_C2_database_rejects_a_second_active_interactive_consent(user, applicati
     assert Consent.objects.count() == 1
 
 
+def test_C2_queryset_update_keeps_the_constraint(user, application):
+    """update(status=...) keeps the constraint's column in step, as save() does."""
+    first = factories.ConsentFactory(user=user, application=application)
+    Consent.objects.filter(pk=first.pk).update(status=Consent.Status.REVOKED)
+    factories.ConsentFactory(user=user, application=application)  # the ended row frees its place
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Consent.objects.filter(pk=first.pk).update(status=Consent.Status.ACTIVE)  # a second active row
+    assert Consent.objects.filter(status=Consent.Status.ACTIVE).count() == 1
+
+
+def test_C2_bulk_created_history_and_one_active_row(user, application):
+    rows = [
+        Consent(user=user, application=application, status=status, client_id="c", client_name="C")
+        for status in (Consent.Status.REVOKED, Consent.Status.REVOKED, Consent.Status.EXPIRED)
+    ]
+    Consent.objects.bulk_create(rows)
+    active = {"user": user, "application": application, "client_id": "c", "client_name": "C"}
+    Consent.objects.bulk_create([Consent(**active)])
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Consent.objects.bulk_create([Consent(**active)])
+    assert Consent.objects.count() == 4
+
+
 def test_C2_constraint_allows_history_and_other_kinds(user, other_user, application, other_application):
     factories.ConsentFactory(user=user, application=application, status=Consent.Status.REVOKED)
     factories.ConsentFactory(user=user, application=application, status=Consent.Status.EXPIRED)

@@ -91,15 +91,28 @@ def free_port() -> int:
 
 @pytest.fixture
 def database_url(tmp_path) -> Iterator[str]:
-    """A database of the server's own: a SQLite file, or a fresh one on DATABASE_URL's PostgreSQL."""
+    """A database of the server's own: a SQLite file, or a fresh one on DATABASE_URL's server."""
     configured = os.environ.get("DATABASE_URL", "").strip()
     if not configured:
         yield f"sqlite:///{tmp_path / 'db.sqlite3'}"
         return
-    import psycopg
-
     parts = urlsplit(configured)
     name = f"{parts.path.lstrip('/') or 'offline_access'}_gunicorn_{uuid.uuid4().hex[:8]}"
+    if parts.scheme.startswith("mysql"):
+        import MySQLdb
+
+        server = {"host": parts.hostname or "127.0.0.1", "port": parts.port or 3306}
+        server.update(user=parts.username or "root", password=parts.password or "")
+        with MySQLdb.connect(**server) as connection:
+            connection.cursor().execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
+        try:
+            yield urlunsplit(parts._replace(path=f"/{name}"))
+        finally:
+            with MySQLdb.connect(**server) as connection:
+                connection.cursor().execute(f"DROP DATABASE IF EXISTS `{name}`")
+        return
+    import psycopg
+
     admin = urlunsplit(parts._replace(path="/postgres"))
     with psycopg.connect(admin, autocommit=True) as connection:
         connection.execute(f'CREATE DATABASE "{name}"')

@@ -184,7 +184,11 @@ def test_missing_client_id_is_invalid_request(browser, application):
     assert_error_page(response, "invalid_request")
 
 
-@pytest.mark.parametrize("client_id", ["unknown-client", "", "x" * HUGE, "calendar-sync "])
+# "calendar-sync " and "CALENDAR-SYNC" name the fixture's client only under a collation that
+# ignores trailing spaces or case (MySQL/MariaDB's defaults): client IDs compare exactly.
+@pytest.mark.parametrize(
+    "client_id", ["unknown-client", "", "x" * HUGE, "calendar-sync ", "CALENDAR-SYNC", "Calendar-Sync"]
+)
 def test_unknown_client_id_is_invalid_request(browser, application, client_id):
     response = browser.get(authorize_query(application, client_id=client_id))
     assert_error_page(response, "invalid_request")
@@ -950,3 +954,18 @@ def test_odd_session_cookie_is_no_session_on_every_page(path, session_key):
     response = client.get(path)
     assert response.status_code < 500, (path, response.status_code)
     assert not response.wsgi_request.user.is_authenticated
+
+
+@pytest.mark.parametrize(
+    ("client_id", "status", "error"),
+    [
+        ("calendar-sync", 400, "unauthorized_client"),  # authenticated; the grant type is not its own
+        ("calendar-sync ", 401, "invalid_client"),
+        ("CALENDAR-SYNC", 401, "invalid_client"),
+    ],
+)
+def test_a_near_client_id_authenticates_nobody(api, application, client_id, status, error):
+    """The right secret beside a client ID that only a lax collation equates authenticates nobody."""
+    credentials = {"client_id": client_id, "client_secret": factories.CLIENT_SECRET}
+    response = api.post("/o/token/", {"grant_type": "client_credentials", **credentials})
+    assert (response.status_code, response.json()["error"]) == (status, error), response.content
