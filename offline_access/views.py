@@ -139,6 +139,7 @@ def in_requested_language(view):
         language = languages.requested(request.GET.getlist("ui_locales"))
         if language is None:
             return view(request, *args, **kwargs)
+        request.LANGUAGE_CODE = language  # as LocaleMiddleware sets it, for templates that read it
         with translation.override(language):
             response = view(request, *args, **kwargs)
             if callable(getattr(response, "render", None)) and not response.is_rendered:

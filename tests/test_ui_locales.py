@@ -136,6 +136,7 @@ def test_ui_locales_wins_over_accept_language(browser, application):
         authorize_url(application, prompt="consent", ui_locales="ja"), HTTP_ACCEPT_LANGUAGE="fr"
     )
     assert language_of(response) == "ja"
+    assert response.wsgi_request.LANGUAGE_CODE == "ja"  # what a site's own template may read
 
 
 def test_first_supported_tag_wins(browser, application):
