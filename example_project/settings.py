@@ -22,6 +22,7 @@ import dj_database_url
 import django
 
 from example_project.signing_key import load_or_create_rsa_private_key
+from offline_access.scopes import DESCRIPTIONS as SCOPE_DESCRIPTIONS
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -58,6 +59,9 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
+    # Pages in the browser's language (Accept-Language) among LANGUAGES; the
+    # authorization endpoint's ui_locales (OIDC Core 3.1.2.1) wins over it.
+    "django.middleware.locale.LocaleMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
@@ -118,6 +122,17 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 
 LANGUAGE_CODE = "en-us"
+# English and the languages the app ships catalogues for (offline_access/locale);
+# discovery lists them as ui_locales_supported.
+LANGUAGES = [
+    ("en", "English"),
+    ("de", "Deutsch"),
+    ("es", "Español"),
+    ("fr", "Français"),
+    ("ja", "日本語"),
+    ("nl", "Nederlands"),
+    ("pt-br", "Português (Brasil)"),
+]
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
@@ -144,15 +159,16 @@ OAUTH2_PROVIDER = {
     "OIDC_ENABLED": True,
     "OIDC_RSA_PRIVATE_KEY": os.environ.get("OIDC_RSA_PRIVATE_KEY")
     or load_or_create_rsa_private_key(BASE_DIR / "var" / "oidc.key"),
-    # OIDC scopes plus one API scope; the descriptions appear on the consent screen.
+    # OIDC scopes plus one API scope; the descriptions appear on the consent screen,
+    # translated: the app ships these words in every language it ships (offline_access.scopes).
     "SCOPES": {
-        "openid": "Sign you in with your account",
-        "profile": "See your name and username",
-        "email": "See your email address",
-        "read": "Read your data",
-        "offline_access": "Keep access while you are away (offline access)",
+        "openid": SCOPE_DESCRIPTIONS["openid"],
+        "profile": SCOPE_DESCRIPTIONS["profile"],
+        "email": SCOPE_DESCRIPTIONS["email"],
+        "read": "Read your data",  # the demo's own API scope: English only
+        "offline_access": SCOPE_DESCRIPTIONS["offline_access"],
         # OFFLINE_ACCESS["API_SCOPE"]: lets a token list and revoke the user's connected apps.
-        "connected_apps": "See and revoke the apps connected to your account",
+        "connected_apps": SCOPE_DESCRIPTIONS["connected_apps"],
     },
     # DOT's default ("__all__") would hand out every scope, offline_access
     # included, to a request that names none.

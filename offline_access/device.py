@@ -21,6 +21,7 @@ from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.decorators import method_decorator
+from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.cache import never_cache
 from django.views.decorators.clickjacking import xframe_options_deny
@@ -348,11 +349,11 @@ class UserCodeForm(DeviceGrantForm):
         typed = self.cleaned_data["user_code"]
         grant = find_by_user_code(typed)
         if grant is None:
-            raise ValidationError("Incorrect user code", code="incorrect_user_code")
+            raise ValidationError(_("Incorrect user code"), code="incorrect_user_code")
         if grant.is_expired():
-            raise ValidationError("Expired user code", code="expired_user_code")
+            raise ValidationError(_("Expired user code"), code="expired_user_code")
         if grant.status != grant.AUTHORIZATION_PENDING:
-            raise ValidationError("User code has already been used", code="user_code_already_used")
+            raise ValidationError(_("User code has already been used"), code="user_code_already_used")
         self.cleaned_data["device_grant"] = grant
         return typed
 
@@ -531,4 +532,4 @@ class OfflineAccessDeviceConfirmView(LoginRequiredMixin, FormView):
         )
 
     def form_invalid(self, form):
-        return HttpResponseBadRequest("Choose Allow or Deny.")
+        return HttpResponseBadRequest(gettext("Choose Allow or Deny."))

@@ -23,7 +23,7 @@ from oauth2_provider.models import AbstractApplication
 from oauth2_provider.settings import oauth2_settings
 from oauth2_provider.views.metadata import bcp_filter_response_types
 
-from . import dpop, policy
+from . import dpop, languages, policy
 from .validators import DEVICE_CODE_GRANT, PKCE_METHODS
 
 #: RFC 8414 section 3: inserted between the host and the issuer's path.
@@ -199,6 +199,11 @@ def prompt_values() -> list[str]:
     return sorted(policy.SUPPORTED_PROMPTS | (policy.OPTIONAL_PROMPTS if create else frozenset()))
 
 
+def ui_locales() -> list[str]:
+    """The site's languages the app's pages are translated into, as BCP47 tags (``pt-BR``)."""
+    return [languages.bcp47(code) for code in languages.supported()]
+
+
 def scopes() -> list[str]:
     """Every scope a client may request: ``offline_access`` among them (SPEC P8, check E002)."""
     return sorted(oauth2_settings.SCOPES_BACKEND_CLASS().get_available_scopes())
@@ -250,6 +255,8 @@ def _oauth_metadata(request: HttpRequest) -> dict[str, Any]:
         # RFC 9207: every authorization response carries ``iss``.
         "authorization_response_iss_parameter_supported": True,
         "prompt_values_supported": prompt_values(),
+        # RFC 8414 2 / OIDC Discovery 3: the languages ui_locales can pick (offline_access.languages).
+        "ui_locales_supported": ui_locales(),
         # draft-ietf-oauth-client-id-metadata-document, as DOT advertises it.
         "client_id_metadata_document_supported": oauth2_settings.CIMD_ENABLED,
         # RFC 9449 5.1: the algorithms the token endpoint accepts in DPoP proofs.

@@ -9,14 +9,16 @@ device grant's views are in :mod:`offline_access.device`, the user's page in
 from __future__ import annotations
 
 import json
+from functools import wraps
 from urllib.parse import parse_qsl, urlencode, urlparse, urlsplit, urlunsplit
 
 from django.contrib.auth.views import redirect_to_login
 from django.db import transaction
 from django.http import Http404, JsonResponse
 from django.shortcuts import resolve_url
-from django.utils import timezone
+from django.utils import timezone, translation
 from django.utils.decorators import method_decorator
+from django.utils.translation import gettext as _
 from django.views.decorators.cache import never_cache
 from django.views.decorators.clickjacking import xframe_options_deny
 from oauth2_provider.compat import login_not_required
@@ -42,7 +44,7 @@ from oauthlib.openid.connect.core.exceptions import (
     RequestURINotSupported,
 )
 
-from . import OFFLINE_ACCESS_SCOPE, authentication, dpop, metadata, policy, services
+from . import OFFLINE_ACCESS_SCOPE, authentication, dpop, languages, metadata, policy, services
 from .conf import settings
 from .forms import ConsentForm, new_form_identity, sign_consent_request
 from .hardening import has_nul_byte
@@ -121,10 +123,39 @@ def live_token_covers(user, application, scopes) -> bool:
     return any(wanted.issubset(scope.split()) for scope in granted)
 
 
+def in_requested_language(view):
+    """Show the pages of the authorization flow in the language ``ui_locales`` asks for.
+
+    OIDC Core 3.1.2.1: the first language of ``ui_locales`` that the site supports
+    (:func:`offline_access.languages.requested`) wins over the one LocaleMiddleware
+    took from the browser. The consent form posts back to the same URL, and the
+    login redirect keeps the whole request as ``next``, so the parameter is there
+    for the answer to the form and after signing in too. Pages are rendered inside
+    the override: a TemplateResponse would otherwise render after it ended.
+    """
+
+    @wraps(view)
+    def wrapper(request, *args, **kwargs):
+        language = languages.requested(request.GET.getlist("ui_locales"))
+        if language is None:
+            return view(request, *args, **kwargs)
+        request.LANGUAGE_CODE = language  # as LocaleMiddleware sets it, for templates that read it
+        with translation.override(language):
+            response = view(request, *args, **kwargs)
+            if callable(getattr(response, "render", None)) and not response.is_rendered:
+                response.render()
+        response.headers["Content-Language"] = language  # LocaleMiddleware keeps one already set
+        return response
+
+    return wrapper
+
+
 # login_not_required: DOT marks its view's dispatch so, and overriding dispatch would drop
 # the marker; under Django's LoginRequiredMiddleware this view must still answer anonymous
 # prompt=none / prompt=login and refuse untrusted redirects itself (handle_no_permission).
-@method_decorator([login_not_required, never_cache, xframe_options_deny], name="dispatch")
+@method_decorator(
+    [login_not_required, never_cache, xframe_options_deny, in_requested_language], name="dispatch"
+)
 class OfflineAccessAuthorizationView(AuthorizationView):
     """DOT's authorization endpoint with SPEC P2-P4 applied before any page is shown.
 
@@ -146,7 +177,7 @@ class OfflineAccessAuthorizationView(AuthorizationView):
         # Malformed requests are refused before anything else, login included: a
         # user should not sign in only to learn the client sent a broken request.
         if has_nul_byte(request):
-            return self._invalid_request("Parameters must not contain NUL bytes.")
+            return self._invalid_request(_("Parameters must not contain NUL bytes."))
         try:
             self.prompt = policy.parse_prompt(request.GET.getlist("prompt"), create_enabled=_create_enabled())
         except policy.PromptError as exc:
@@ -366,7 +397,7 @@ class OfflineAccessAuthorizationView(AuthorizationView):
         credentials = payload["credentials"]
         application = get_application_model().objects.filter(client_id=credentials["client_id"]).first()
         if application is None:
-            return self._invalid_request("The application no longer exists.")
+            return self._invalid_request(_("The application no longer exists."))
         scopes = payload["scopes"]
         user = self.request.user
         self.response_type = credentials.get("response_type")

@@ -113,3 +113,16 @@ def login_required_middleware(settings):
         pytest.skip("LoginRequiredMiddleware exists from Django 5.1")
     if LOGIN_REQUIRED_MIDDLEWARE not in settings.MIDDLEWARE:  # the whole run may have it already
         settings.MIDDLEWARE = [*settings.MIDDLEWARE, LOGIN_REQUIRED_MIDDLEWARE]
+
+
+@pytest.fixture(autouse=True)
+def _site_language_after_each_test():
+    """LocaleMiddleware activates the request's language and leaves it active in the thread.
+
+    A test sending ``Accept-Language: de`` would leave German active for the next test's
+    code outside requests (form errors, messages): each test starts in the site's language.
+    """
+    from django.utils import translation
+
+    yield
+    translation.deactivate()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 import pytest
@@ -18,7 +19,7 @@ from django.urls import resolve
 from oauth2_provider import views as dot_views
 from oauth2_provider.settings import oauth2_settings
 
-from offline_access import OFFLINE_ACCESS_SCOPE, metadata
+from offline_access import OFFLINE_ACCESS_SCOPE, languages, metadata
 from offline_access.validators import DEVICE_CODE_GRANT
 
 from . import factories
@@ -228,7 +229,28 @@ def test_scopes_and_prompts(api, db):
     assert openid["request_parameter_supported"] is False
     assert openid["request_uri_parameter_supported"] is False
     assert openid["claims_parameter_supported"] is False
-    assert "ui_locales_supported" not in openid
+
+
+def test_ui_locales_supported_lists_the_sites_languages_the_pages_are_translated_into(api, db, settings):
+    """RFC 8414 2 / OIDC Discovery 3: the languages ui_locales can pick, as BCP47 tags."""
+    openid, rfc8414 = documents(api)
+    # The example site lists English and exactly the languages the app ships.
+    expected = ["en", "de", "es", "fr", "ja", "nl", "pt-BR"]
+    assert [code for code, _name in settings.LANGUAGES] == ["en", "de", "es", "fr", "ja", "nl", "pt-br"]
+    assert openid["ui_locales_supported"] == rfc8414["ui_locales_supported"] == expected
+
+
+def test_ui_locales_supported_leaves_out_languages_without_the_apps_words(api, db, tmp_path, settings):
+    settings.LANGUAGES = [("en-gb", "English"), ("it", "Italiano"), ("de", "Deutsch"), ("sv", "Svenska")]
+    # Django has Italian and Swedish catalogues of its own, but the app's pages are not in them.
+    assert api.get(DISCOVERY).json()["ui_locales_supported"] == ["en-GB", "de"]
+    # A site that adds Swedish (its catalogue in LOCALE_PATHS) gets it advertised.
+    (tmp_path / "sv" / "LC_MESSAGES").mkdir(parents=True)
+    (tmp_path / "sv" / "LC_MESSAGES" / "django.mo").write_bytes(
+        (Path(languages.LOCALE_DIR) / "de" / "LC_MESSAGES" / "django.mo").read_bytes()
+    )
+    settings.LOCALE_PATHS = [tmp_path]
+    assert api.get(DISCOVERY).json()["ui_locales_supported"] == ["en-GB", "de", "sv"]
 
 
 def test_rfc9449_5_1_dpop_algorithms_in_both_documents(api, db):
