@@ -92,7 +92,7 @@ def run(options) -> list:
 
     if connection.vendor != "postgresql":
         print(
-            f"{NAME}: skipped, it needs PostgreSQL (gunicorn's workers and the benchmark share a "
+            f"{NAME}: skipped: it needs PostgreSQL (gunicorn's workers and the benchmark share a "
             "server database); set DATABASE_URL=postgres://...",
             file=sys.stderr,
         )
