@@ -25,6 +25,7 @@ open) it returns no rows and says so on stderr.
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/offline_access_bench \\
         python -m benchmarks --only concurrent
+    BENCHMARK_PROFILE_DIR=/tmp/profiles ... python -m benchmarks --only concurrent   # cProfile per worker
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import multiprocessing
 import os
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -49,6 +51,8 @@ NAME = "concurrent"
 WORKLOAD = f"{NAME}: refresh"
 #: gunicorn sync workers per site (the issue's deployment shape).
 WORKERS = 2
+#: Client processes refreshing at once, one chain each per site (not scaled by --scale).
+CLIENT_PROCESSES = 4
 ROOT = Path(__file__).resolve().parent.parent
 REQUEST_TIMEOUT = 30
 #: Seconds the client processes wait for a round's common start after it is handed out.
@@ -97,7 +101,7 @@ def run(options) -> list:
             file=sys.stderr,
         )
         return []
-    processes = options.size(4, 4)
+    processes = CLIENT_PROCESSES
     rounds_per_side = options.size(5, 2)
     seconds_per_round = options.size(5000, 1000) / 1000
     sites = [
@@ -141,10 +145,22 @@ def results(sites: list[Site], measured: dict[str, list[Round]], processes, roun
         }
         rows[site.side] = row
     dot = rows[harness.PLAIN_DOT].extra["throughput"]
+    dot_rounds = [len(one.latencies) / one.wall for one in measured[harness.PLAIN_DOT]]
     for side, row in rows.items():
-        per_round = ", ".join(f"{len(one.latencies) / one.wall:.1f}" for one in measured[side])
-        ratio = "" if side == harness.PLAIN_DOT else f", {row.extra['throughput'] / dot:.2f}x plain DOT's"
+        side_rounds = [len(one.latencies) / one.wall for one in measured[side]]
+        per_round = ", ".join(f"{throughput:.1f}" for throughput in side_rounds)
         row.extra["throughput_ratio"] = row.extra["throughput"] / dot
+        # Round i of each site ran back to back (A B, then B A): their ratio cancels slow drifts
+        # of a shared machine better than the totals do.
+        row.extra["paired_ratio_median"] = statistics.median(
+            mine / theirs for mine, theirs in zip(side_rounds, dot_rounds, strict=True)
+        )
+        ratio = (
+            ""
+            if side == harness.PLAIN_DOT
+            else f", {row.extra['throughput_ratio']:.2f}x plain DOT's "
+            f"(median of paired rounds {row.extra['paired_ratio_median']:.2f}x)"
+        )
         row.note = (
             f"{processes} client processes, gunicorn -w {WORKERS} (sync), {rounds} rounds of {seconds:g} s; "
             f"throughput {row.extra['throughput']:.1f} requests/s (wall clock){ratio}; "
@@ -189,6 +205,11 @@ def start_site(site: Site, workdir: Path) -> None:
         # One ID-token signing key for every worker of both sites (benchmarks/app_settings.py).
         "BENCHMARK_OIDC_RSA_PRIVATE_KEY": settings.OAUTH2_PROVIDER["OIDC_RSA_PRIVATE_KEY"],
     }
+    profile = []
+    if os.environ.get("BENCHMARK_PROFILE_DIR"):
+        # cProfile in every worker (benchmarks/gunicorn_profile.py): for where the time goes only.
+        profile = ["--config", "python:benchmarks.gunicorn_profile"]
+        env["BENCHMARK_SITE"] = site.settings_module.rsplit(".", 1)[-1]
     with site.log.open("wb") as log:
         site.server = subprocess.Popen(
             [
@@ -204,6 +225,7 @@ def start_site(site: Site, workdir: Path) -> None:
                 f"127.0.0.1:{site.port}",
                 "--timeout",
                 "60",
+                *profile,
             ],
             cwd=ROOT,
             env=env,
