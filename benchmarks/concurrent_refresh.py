@@ -87,6 +87,8 @@ class Chain:
 class Round:
     latencies: list[float]
     wall: float
+    #: CPU seconds the site's gunicorn workers spent in the round (None: a worker was replaced).
+    worker_cpu: float | None = None
 
 
 def run(options) -> list:
@@ -143,6 +145,11 @@ def results(sites: list[Site], measured: dict[str, list[Round]], processes, roun
             "requests": len(latencies),
             "wall_seconds": wall,
         }
+        cpu = [one.worker_cpu for one in measured[site.side]]
+        if cpu and None not in cpu:
+            # The workers' own CPU per request: the server's cost, which other processes on a
+            # busy machine hardly change (PostgreSQL's and the clients' CPU not included).
+            row.extra["worker_cpu_ms"] = sum(cpu) / len(latencies) * 1000
         rows[site.side] = row
     dot = rows[harness.PLAIN_DOT].extra["throughput"]
     dot_rounds = [len(one.latencies) / one.wall for one in measured[harness.PLAIN_DOT]]
@@ -166,6 +173,8 @@ def results(sites: list[Site], measured: dict[str, list[Round]], processes, roun
             f"throughput {row.extra['throughput']:.1f} requests/s (wall clock){ratio}; "
             f"p99 {row.extra['p99_ms']:.1f} ms; rounds: {per_round} requests/s"
         )
+        if "worker_cpu_ms" in row.extra:
+            row.note += f"; gunicorn workers' CPU {row.extra['worker_cpu_ms']:.1f} ms per request"
     return list(rows.values())
 
 
@@ -423,7 +432,25 @@ def _pid(pause: float) -> int:
     return os.getpid()
 
 
+def worker_cpu_seconds(site: Site) -> dict[int, float]:
+    """User and system CPU seconds of each gunicorn worker of ``site`` (Linux /proc), by pid."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    found = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(entry.path, "stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()  # from field 3 (state) on
+        if int(fields[1]) == site.server.pid:
+            found[int(entry.name)] = (int(fields[11]) + int(fields[12])) / ticks
+    return found
+
+
 def run_round(pool, site: Site, seconds: float) -> Round:
+    cpu_before = worker_cpu_seconds(site) if sys.platform == "linux" else {}
     start_at = time.time() + START_DELAY
     outcomes = pool.map(
         _refresh_chain,
@@ -440,7 +467,11 @@ def run_round(pool, site: Site, seconds: float) -> Round:
         print(f"{NAME}: {site.side}: a client process started {late:.2f} s late (busy?)", file=sys.stderr)
     latencies = [latency for outcome in outcomes for latency in outcome["latencies"]]
     site.refreshes += len(latencies)
-    return Round(latencies, max(outcome["ended"] for outcome in outcomes) - start_at)
+    cpu_after = worker_cpu_seconds(site) if cpu_before else {}
+    cpu = None
+    if cpu_before and cpu_after.keys() == cpu_before.keys():
+        cpu = sum(cpu_after.values()) - sum(cpu_before.values())
+    return Round(latencies, max(outcome["ended"] for outcome in outcomes) - start_at, cpu)
 
 
 def measure(sites: list[Site], rounds_per_side: int, seconds: float) -> dict[str, list[Round]]:
