@@ -17,3 +17,8 @@ from tests.settings import *  # noqa: F403
 _KEY = os.environ.get("BENCHMARK_OIDC_RSA_PRIVATE_KEY")
 if _KEY:
     OAUTH2_PROVIDER = {**OAUTH2_PROVIDER, "OIDC_RSA_PRIVATE_KEY": _KEY}  # noqa: F405
+
+# Like the example site, a new database connection per request by default (CONN_MAX_AGE 0);
+# BENCHMARK_CONN_MAX_AGE=<seconds> measures both sites with persistent connections instead.
+if os.environ.get("BENCHMARK_CONN_MAX_AGE"):
+    DATABASES["default"]["CONN_MAX_AGE"] = int(os.environ["BENCHMARK_CONN_MAX_AGE"])  # noqa: F405
