@@ -42,6 +42,9 @@ class Result:
     #: The side this row is compared with (default: the workload's plain DOT row).
     baseline: str | None = None
     extra: dict[str, float] = field(default_factory=dict)
+    #: Wall-clock seconds of the timed units together, when they overlap (concurrent clients):
+    #: ops/s is then the throughput, operations over this, not over the units' summed time.
+    wall_seconds: float | None = None
 
     @property
     def median_ms(self) -> float:
@@ -61,7 +64,7 @@ class Result:
 
     @property
     def ops_per_second(self) -> float:
-        total = sum(self.seconds)
+        total = self.wall_seconds if self.wall_seconds is not None else sum(self.seconds)
         return self.operations * len(self.seconds) / total if total else float("inf")
 
 
