@@ -44,7 +44,6 @@ from oauth2_provider.models import (
 from oauth2_provider.settings import oauth2_settings
 
 from . import dpop, services
-from .conf import settings
 from .models import ClientPolicy, Consent, DPoPBoundAccessToken, GrantAuthentication, OfflineTokenFamily
 
 #: Rows per batch (per transaction) unless told otherwise.
@@ -144,7 +143,9 @@ def expire_due_consents(
     tokens change together); ``consent_expired`` is sent for each after the commit.
     Consents that become due while the run goes on are left for the next run.
     """
-    report = StepReport("consents", dry_run=dry_run)
+    report = StepReport(
+        "consents", dry_run=dry_run, counts=_zero(dry_run, "consents", "refresh_tokens", "access_tokens")
+    )
     started = time.monotonic()
     cutoff = timezone.now()
     due = Consent.objects.filter(status=Consent.Status.ACTIVE, expires_at__lte=cutoff).order_by("pk")
@@ -191,7 +192,9 @@ def end_lapsed_token_families(
     The consent stays in force and records no event (the user agreed; the device
     merely lapsed), as at the token endpoint.
     """
-    report = StepReport("families", dry_run=dry_run, counts={"families": 0})
+    report = StepReport(
+        "families", dry_run=dry_run, counts=_zero(dry_run, "families", "refresh_tokens", "access_tokens")
+    )
     started = time.monotonic()
     now = timezone.now()
     for lapsed in _lapsed_family_groups(now):
@@ -363,8 +366,10 @@ def _deletable(now: datetime) -> list[tuple[str, QuerySet]]:
     access_tokens = access_model.objects.filter(expires__lt=now).filter(
         ~Exists(refresh_model.objects.filter(access_token=OuterRef("pk")))
     )
-    id_tokens = get_id_token_model().objects.filter(expires__lt=now).filter(
-        ~Exists(access_model.objects.filter(id_token=OuterRef("pk")))
+    id_tokens = (
+        get_id_token_model()
+        .objects.filter(expires__lt=now)
+        .filter(~Exists(access_model.objects.filter(id_token=OuterRef("pk"))))
     )
     return [
         ("refresh_tokens", refresh_tokens),
@@ -382,7 +387,7 @@ def _deletable(now: datetime) -> list[tuple[str, QuerySet]]:
 def delete_expired_dpop_bindings(
     *, batch_size: int = DEFAULT_BATCH_SIZE, dry_run: bool = False, progress: Progress | None = None
 ) -> StepReport:
-    """Delete the DPoP bindings of expired access tokens (:func:`offline_access.dpop.delete_expired_bindings`)."""
+    """Delete the DPoP bindings of expired access tokens (:func:`.dpop.delete_expired_bindings`)."""
     report = StepReport("dpop", dry_run=dry_run)
     started = time.monotonic()
     if dry_run:
@@ -411,6 +416,11 @@ def _claim(queryset: QuerySet) -> QuerySet:
     if connection.features.has_select_for_update_skip_locked:
         return queryset.select_for_update(skip_locked=True)
     return queryset.select_for_update()
+
+
+def _zero(dry_run: bool, kind: str, *changed_with_it: str) -> dict[str, int]:
+    """The counts a step starts from: what it processes, and (unless a dry run) what that changes."""
+    return dict.fromkeys((kind,) if dry_run else (kind, *changed_with_it), 0)
 
 
 def _check_batch_size(batch_size: int) -> None:

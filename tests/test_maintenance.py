@@ -281,7 +281,9 @@ def test_families_in_batches_of_two_give_the_same_result(consent):
 
     assert report.batches == 3
     assert counts(report) == {"families": 5, "refresh_tokens": 5}
-    assert OfflineTokenFamily.objects.filter(pk__in=[f.pk for f in families], ended_at__isnull=True).count() == 0
+    assert (
+        OfflineTokenFamily.objects.filter(pk__in=[f.pk for f in families], ended_at__isnull=True).count() == 0
+    )
 
 
 def test_families_step_costs_a_fixed_number_of_queries_per_batch(consent):
@@ -345,7 +347,10 @@ def test_tokens_step_keeps_what_can_still_be_used_or_detect_reuse(consent, dot_s
     assert RefreshToken.objects.filter(token_family=grace.token_family).count() == 2
     assert not AccessToken.objects.filter(pk=expired_access.pk).exists()
     # Access tokens a kept refresh token points at stay (DOT's rule), and live ones.
-    assert AccessToken.objects.filter(pk__in=[live_access.pk, ended_access.pk, live_access_alone.pk]).count() == 3
+    assert (
+        AccessToken.objects.filter(pk__in=[live_access.pk, ended_access.pk, live_access_alone.pk]).count()
+        == 3
+    )
     assert list(Grant.objects.all()) == [live_grant]
     assert expired_grant.pk not in set(Grant.objects.values_list("pk", flat=True))
     # The consent history and the families are never deleted.
@@ -365,7 +370,9 @@ def test_tokens_step_without_reuse_protection_deletes_rotated_tokens_of_live_fam
 def test_tokens_step_under_reuse_protection_follows_dots_expiry_when_set(consent, dot_settings):
     dot_settings(REFRESH_TOKEN_REUSE_PROTECTION=True, REFRESH_TOKEN_EXPIRE_SECONDS=3600)
     live, newest, _access = make_family(consent, used=ago(hours=2), predecessors=1)
-    RefreshToken.objects.filter(token_family=live.token_family, revoked__isnull=False).update(revoked=ago(hours=2))
+    RefreshToken.objects.filter(token_family=live.token_family, revoked__isnull=False).update(
+        revoked=ago(hours=2)
+    )
 
     assert counts(maintenance.delete_expired_tokens()) == {"refresh_tokens": 1}
     assert list(RefreshToken.objects.filter(token_family=live.token_family)) == [newest]
@@ -437,8 +444,12 @@ def test_deleting_refresh_tokens_costs_a_fixed_number_of_queries_per_batch(conse
 
 def test_dpop_bindings_of_expired_tokens_are_deleted_in_batches():
     for number in range(5):
-        DPoPBoundAccessToken.objects.create(token_checksum=f"old{number}", jkt="k" * 43, expires_at=ago(seconds=1))
-    live = DPoPBoundAccessToken.objects.create(token_checksum="live", jkt="k" * 43, expires_at=ago(minutes=-5))
+        DPoPBoundAccessToken.objects.create(
+            token_checksum=f"old{number}", jkt="k" * 43, expires_at=ago(seconds=1)
+        )
+    live = DPoPBoundAccessToken.objects.create(
+        token_checksum="live", jkt="k" * 43, expires_at=ago(minutes=-5)
+    )
 
     with CaptureQueriesContext(connection) as captured:
         assert dpop.delete_expired_bindings(batch_size=2) == 5
@@ -493,7 +504,7 @@ def test_the_command_runs_every_step_prints_counts_and_is_idempotent(backlog):
     lines = out.getvalue().splitlines()
     assert [line.split(" (")[0] for line in lines] == ["consents", "families", "tokens", "dpop"]
     assert lines[0].startswith("consents (did): consents 1, refresh tokens 1, access tokens 1; 1 batch(es)")
-    assert lines[1].startswith("families (did): families 1, refresh tokens 1; 1 batch(es)")
+    assert lines[1].startswith("families (did): families 1, refresh tokens 1, access tokens 0; 1 batch(es)")
     # The due consent's token and the idle family's, now revoked, and the two rotated ones.
     assert lines[2].startswith("tokens (did): refresh tokens 2, access tokens 0,")
     assert lines[3].startswith("dpop (did): dpop bindings 1;")
@@ -501,9 +512,14 @@ def test_the_command_runs_every_step_prints_counts_and_is_idempotent(backlog):
 
     again = StringIO()
     call_command("offline_access_maintenance", stdout=again, stderr=StringIO())
-    assert "consents (did): consents 0" in again.getvalue()
-    assert "families (did): families 0" in again.getvalue()
-    assert "refresh tokens 0, access tokens 0" in again.getvalue()
+    assert again.getvalue().startswith(
+        "consents (did): consents 0, refresh tokens 0, access tokens 0; 0 batch(es)"
+    )
+    assert "families (did): families 0, refresh tokens 0, access tokens 0; 0 batch(es)" in again.getvalue()
+    assert (
+        "tokens (did): refresh tokens 0, access tokens 0, id tokens 0, authorization codes 0,"
+        in again.getvalue()
+    )
 
 
 def test_the_command_runs_only_the_steps_asked_for(backlog):
