@@ -55,9 +55,11 @@ CLIENT_ID = "bench-maintenance"
 def run(options: harness.Options) -> list[harness.Result]:
     from django.db import connection
 
+    from offline_access import maintenance
+
     full = 1_000_000 if connection.vendor == "postgresql" else 100_000
     size = options.size(full, 2_000)
-    batch_size = options.size(1_000, 100)
+    batch_size = 100 if options.quick else maintenance.DEFAULT_BATCH_SIZE
     rounds = options.size(1, 1)
     application = _application()
     _seed_users(size // UNIT)

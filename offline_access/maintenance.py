@@ -336,7 +336,9 @@ def delete_expired_tokens(
                 if not pks:
                     break
                 last_pk = pks[-1]
-                _total, per_model = deletable.model.objects.filter(pk__in=pks).delete()
+                # Only the keys are loaded: Django's delete() needs instances for the
+                # relations it updates (DOT's SET_NULL links), not their tokens and scopes.
+                _total, per_model = deletable.model.objects.filter(pk__in=pks).only("pk").delete()
             report.add(kind, per_model.get(deletable.model._meta.label, 0))
             _batch_done(report, started, progress)
     report.seconds = time.monotonic() - started
