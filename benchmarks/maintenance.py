@@ -220,8 +220,10 @@ def seed(application, size: int) -> int:
         cursor.execute(
             f"INSERT INTO {sql.table(consents)} ({sql.columns(consents, _CONSENT)}) "
             f"SELECT u.id, %s, %s, %s, 'interactive', 'openid offline_access', 'active', %s, %s, '', "
-            f"CASE WHEN u.id %% 3 = 0 THEN %s ELSE NULL END, '' "
-            f"FROM {sql.table(users)} u WHERE u.username LIKE %s ORDER BY u.id LIMIT %s",
+            # Kinds follow the row's place, not its id, so every run has the same mix.
+            f"CASE WHEN (u.id - m.first) %% 3 = 0 THEN %s ELSE NULL END, '' "
+            f"FROM {sql.table(users)} u CROSS JOIN (SELECT MIN(id) AS first FROM {sql.table(users)} "
+            f"WHERE username LIKE %s) m WHERE u.username LIKE %s ORDER BY u.id LIMIT %s",
             [
                 application.pk,
                 application.client_id,
@@ -230,6 +232,7 @@ def seed(application, size: int) -> int:
                 now - timedelta(days=60),
                 now - timedelta(days=1),
                 USER_PREFIX + "%",
+                USER_PREFIX + "%",
                 unit,
             ],
         )
@@ -237,9 +240,10 @@ def seed(application, size: int) -> int:
             f"INSERT INTO {sql.table(families)} ({sql.columns(families, _FAMILY)}) "
             f"SELECT {sql.uuid('c.id * 2 + k.j')}, c.id, c.user_id, c.application_id, "
             # A quarter idle, a quarter past the absolute lifetime, half live.
-            f"CASE WHEN (c.id * 2 + k.j) %% 4 = 0 THEN %s "
-            f"WHEN (c.id * 2 + k.j) %% 4 = 1 THEN %s ELSE %s END, "
-            f"'', '' FROM {sql.table(consents)} c CROSS JOIN (SELECT 0 AS j UNION ALL SELECT 1) k",
+            f"CASE WHEN ((c.id - m.first) * 2 + k.j) %% 4 = 0 THEN %s "
+            f"WHEN ((c.id - m.first) * 2 + k.j) %% 4 = 1 THEN %s ELSE %s END, "
+            f"'', '' FROM {sql.table(consents)} c CROSS JOIN (SELECT 0 AS j UNION ALL SELECT 1) k "
+            f"CROSS JOIN (SELECT MIN(id) AS first FROM {sql.table(consents)}) m",
             [idle_created, now - timedelta(days=400), now - timedelta(days=10)],
         )
         # The newest refresh token's access token, one per family (checksum = the family id).
