@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from django.db import connection
 
 from benchmarks import harness, maintenance, pins
 
@@ -22,5 +23,8 @@ def test_maintenance_benchmark_runs_both_sides_within_its_pinned_queries():
     assert app.operations == 1_468
     assert "consents 34" in app.note and "families 66" in app.note and "refresh tokens 134" in app.note
     assert "peak Python memory" in app.note
-    assert app.queries == pins.QUERIES[(maintenance.WORKLOAD, harness.APP)]
+    # SQLite's count includes the BEGIN of each of the 23 transactions (15 batches, and the
+    # 8 that find a step's end); PostgreSQL's driver begins them without a statement.
+    begins = 23 if connection.vendor == "sqlite" else 0
+    assert app.queries == 81 + begins == pins.QUERIES[(maintenance.WORKLOAD, harness.APP)] - 23 + begins
     assert not harness.regressions([dot, app], pins.QUERIES)
