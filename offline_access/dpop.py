@@ -450,6 +450,31 @@ def accepts_dpop(view):
     return wrapper
 
 
+def delete_expired_bindings(*, batch_size: int = 1000) -> int:
+    """Delete the bindings of access tokens that have expired (RFC 9449 6); return how many.
+
+    Batches of ``batch_size`` rows by primary key, each DELETE its own statement
+    (autocommit, or a savepoint inside a caller's transaction), so a large backlog
+    never holds a lock for long. Two runs at once may pick the same rows: each
+    counts only the rows its DELETE removed, so nothing is counted twice.
+    """
+    from django.utils import timezone
+
+    from .models import DPoPBoundAccessToken
+
+    if batch_size < 1:
+        raise ValueError("batch_size must be at least 1.")
+    now = timezone.now()
+    expired = DPoPBoundAccessToken.objects.filter(expires_at__lte=now).order_by("pk")
+    deleted, last_pk = 0, 0
+    while True:
+        pks = list(expired.filter(pk__gt=last_pk).values_list("pk", flat=True)[:batch_size])
+        if not pks:
+            return deleted
+        last_pk = pks[-1]
+        deleted += DPoPBoundAccessToken.objects.filter(pk__in=pks).delete()[0]
+
+
 def __getattr__(name: str):
     # The DRF class lives with the REST API (DRF is an optional dependency).
     if name == "DPoPAuthentication":

@@ -247,14 +247,19 @@ def expire_consent(consent: Consent) -> RevocationResult:
         return _end_consents(locked, status=Consent.Status.EXPIRED, via=Via.SYSTEM, now=now)
 
 
-def expire_due_consents() -> RevocationResult:
-    """Process every consent whose expiry has passed (for a periodic job)."""
-    now = timezone.now()
-    with transaction.atomic():
-        locked = list(
-            Consent.objects.filter(status=Consent.Status.ACTIVE, expires_at__lte=now).select_for_update()
-        )
-        return _end_consents(locked, status=Consent.Status.EXPIRED, via=Via.SYSTEM, now=now)
+def expire_due_consents(*, batch_size: int = 1000) -> RevocationResult:
+    """Process every consent whose expiry has passed (for a periodic job).
+
+    Batched, each batch its own transaction: :func:`offline_access.maintenance.expire_due_consents`.
+    """
+    from . import maintenance  # imported here: maintenance imports this module
+
+    counts = maintenance.expire_due_consents(batch_size=batch_size).counts
+    return RevocationResult(
+        consents=counts.get("consents", 0),
+        refresh_tokens=counts.get("refresh_tokens", 0),
+        access_tokens=counts.get("access_tokens", 0),
+    )
 
 
 def end_token_family(family: OfflineTokenFamily) -> RevocationResult:

@@ -1,0 +1,30 @@
+"""The maintenance benchmark keeps running: a quick round of each side on the same backlog."""
+
+from __future__ import annotations
+
+import pytest
+from django.db import connection
+
+from benchmarks import harness, maintenance, pins
+
+# As under `python -m benchmarks`: no test transaction around it, whose savepoints would count.
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_maintenance_benchmark_runs_both_sides_within_its_pinned_queries():
+    dot, app = maintenance.run(harness.Options(quick=True))
+
+    assert (dot.side, app.side) == (harness.PLAIN_DOT, harness.APP)
+    assert dot.workload == app.workload == maintenance.WORKLOAD
+    # Same backlog for both: DOT deletes the 1,100 expired access tokens nobody points at;
+    # the app also expires the due consents, ends the lapsed families and deletes their
+    # rotated refresh tokens (each family's newest one stays).
+    assert dot.operations == 1_100
+    assert app.operations == 1_468
+    assert "consents 34" in app.note and "families 66" in app.note and "refresh tokens 134" in app.note
+    assert "peak Python memory" in app.note
+    # SQLite's count includes the BEGIN of each of the 23 transactions (15 batches, and the
+    # 8 that find a step's end); PostgreSQL's driver begins them without a statement.
+    begins = 23 if connection.vendor == "sqlite" else 0
+    assert app.queries == 81 + begins == pins.QUERIES[(maintenance.WORKLOAD, harness.APP)] - 23 + begins
+    assert not harness.regressions([dot, app], pins.QUERIES)
