@@ -44,7 +44,7 @@ FAMILIES = "admin:offline_access_offlinetokenfamily_changelist"
         (CONSENTS, "application__id__exact={client}", CONSENT_CHANGELIST_QUERIES),
         (CONSENTS, "q=u-", CONSENT_CHANGELIST_QUERIES),
         (CONSENTS, "q=client+example", CONSENT_CHANGELIST_QUERIES),
-        (CONSENTS, "granted_at__gte=2000-01-01", CONSENT_CHANGELIST_QUERIES),
+        (CONSENTS, "granted_at__gte=2000-01-01T00:00:00%2B00:00", CONSENT_CHANGELIST_QUERIES),
         (FAMILIES, "state=ended", FAMILY_CHANGELIST_QUERIES),
         (FAMILIES, "state=all&key_bound=yes", FAMILY_CHANGELIST_QUERIES),
         (FAMILIES, "application__id__exact={client}", FAMILY_CHANGELIST_QUERIES),
