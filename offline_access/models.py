@@ -441,8 +441,10 @@ class OfflineTokenFamily(models.Model):
         verbose_name_plural = _("offline token families")
         indexes = [
             models.Index(fields=["user", "application"]),
-            # The admin's search finds a device by its key's thumbprint (exact match).
+            # The admin's search finds a device by its key's thumbprint (exact match), and
+            # its changelist sorts by first issue.
             models.Index(fields=["dpop_jkt"], name="offline_acc_dpop_jkt_idx"),
+            models.Index(fields=["created_at"], name="offline_acc_family_created_idx"),
         ]
         permissions = [("revoke_token_family", "Can revoke offline token families (devices)")]
 

@@ -50,6 +50,9 @@ class OfflineTokenFamilyAdmin(LimitedCountAdminMixin, GatedActionsMixin, admin.M
         "=dpop_jkt",
     )
     list_select_related = ("user", "application", "application__offline_access_policy", "consent")
+    # Newest first by default (-pk); "first issued" sorts on its index. No sort by a per-row
+    # subquery (last refreshed) or a joined name: each would read every family first.
+    sortable_by = ("created_at",)
     actions = ["revoke_selected_families"]
     action_permissions = {"revoke_selected_families": REVOKE_TOKEN_FAMILY}
     fields = readonly_fields = (
@@ -85,7 +88,7 @@ class OfflineTokenFamilyAdmin(LimitedCountAdminMixin, GatedActionsMixin, admin.M
         # DOT's token_family is an identifier, not a credential; its first block is enough.
         return str(family.token_family)[:8]
 
-    @admin.display(description=_("user"), ordering="user__username")
+    @admin.display(description=_("user"))
     def user_link(self, family):
         return _user_link(family.user)
 
@@ -96,7 +99,7 @@ class OfflineTokenFamilyAdmin(LimitedCountAdminMixin, GatedActionsMixin, admin.M
         url = reverse("admin:offline_access_consent_change", args=[family.consent_id])
         return format_html('<a href="{}">#{}</a>', url, family.consent_id)
 
-    @admin.display(description=_("last refreshed"), ordering="last_refreshed")
+    @admin.display(description=_("last refreshed"))
     def last_refreshed(self, family):
         return family.last_refreshed
 

@@ -1,7 +1,8 @@
 """Indexes the admin changelists need at scale (issue 12).
 
 The consents changelist orders by (-granted_at, -pk), alone or for one client; the
-token-family search finds a device by its DPoP key thumbprint.
+token-family search finds a device by its DPoP key thumbprint, and its changelist
+sorts by first issue.
 """
 
 from django.db import migrations, models
@@ -26,5 +27,9 @@ class Migration(migrations.Migration):
         migrations.AddIndex(
             model_name="offlinetokenfamily",
             index=models.Index(fields=["dpop_jkt"], name="offline_acc_dpop_jkt_idx"),
+        ),
+        migrations.AddIndex(
+            model_name="offlinetokenfamily",
+            index=models.Index(fields=["created_at"], name="offline_acc_family_created_idx"),
         ),
     ]
