@@ -12,6 +12,16 @@ QUERIES: dict[tuple[str, str], int] = {
     # batches at a fixed cost each (tests/test_maintenance.py pins them one by one). On
     # SQLite; PostgreSQL runs 81: SQLite's count includes each transaction's BEGIN.
     ("maintenance: expire, end and delete a backlog", "offline_access"): 104,
+    # Admin at scale (benchmarks/admin_changelists.py): session, user, the client filter's
+    # choices, one bounded count, one page of rows, whatever the number of rows.
+    ("admin: consents changelist", "offline_access"): 5,
+    ("admin: consents by client", "offline_access"): 5,
+    ("admin: consents search", "offline_access"): 5,
+    ("admin: token families changelist", "offline_access"): 5,
+    ("admin: token families by client", "offline_access"): 5,
+    ("admin: token families search", "offline_access"): 5,
+    # session, admin, the user, and a bounded count and a page for each of its two lists.
+    ("admin: user page", "offline_access"): 7,
 }
 
 # consent (benchmarks/consent_screen.py). The app's figures are tests/test_query_counts.py's

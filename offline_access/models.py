@@ -218,7 +218,13 @@ class Consent(models.Model):
                 name="offline_access_one_active_consent_per_kind",
             ),
         ]
-        indexes = [models.Index(fields=["application", "status"])]
+        indexes = [
+            models.Index(fields=["application", "status"]),
+            # The admin's default order (-granted_at, -pk), alone and per client: a page of
+            # the changelist reads 100 index entries instead of sorting every row (issue 12).
+            models.Index(fields=["granted_at", "id"], name="offline_acc_granted_idx"),
+            models.Index(fields=["application", "granted_at", "id"], name="offline_acc_app_granted_idx"),
+        ]
         permissions = [
             ("revoke_consent", "Can revoke consents and their offline tokens"),
             ("grant_enduring_consent", "Can grant enduring consents"),
@@ -364,6 +370,17 @@ class OfflineTokenFamilyQuerySet(models.QuerySet):
         )
         return self.filter(ended_at__isnull=True).filter(models.Exists(tokens))
 
+    def ended(self):
+        """Families that cannot refresh any more: the complement of :meth:`live`, row by row.
+
+        Tested on each row (no ``NOT IN`` over the ids of every live family), so a
+        changelist page of ended families reads only the rows it shows.
+        """
+        tokens = get_refresh_token_model().objects.filter(
+            token_family=OuterRef("token_family"), revoked__isnull=True
+        )
+        return self.filter(Q(ended_at__isnull=False) | ~models.Exists(tokens))
+
 
 class OfflineTokenFamily(models.Model):
     """The refresh tokens of one device or installation, tied to the consent behind them.
@@ -449,7 +466,13 @@ class OfflineTokenFamily(models.Model):
     class Meta:
         verbose_name = _("offline token family")
         verbose_name_plural = _("offline token families")
-        indexes = [models.Index(fields=["user", "application"])]
+        indexes = [
+            models.Index(fields=["user", "application"]),
+            # The admin's search finds a device by its key's thumbprint (exact match), and
+            # its changelist sorts by first issue.
+            models.Index(fields=["dpop_jkt"], name="offline_acc_dpop_jkt_idx"),
+            models.Index(fields=["created_at"], name="offline_acc_family_created_idx"),
+        ]
         permissions = [("revoke_token_family", "Can revoke offline token families (devices)")]
 
     def __str__(self) -> str:

@@ -9,9 +9,10 @@ administrator.
 The screens live one per module, each registering its models when imported:
 ``consents`` (consents, enduring consents, the per-user page), ``families`` (token
 families) and ``policies`` (client policy, and its inline on DOT's application
-admin), with the shared ``filters`` and ``revocation`` (the confirmation page and
-the permission-gated actions). Django's admin autodiscovery imports this package,
-which imports them all.
+admin), with the shared ``filters``, ``pagination`` (bounded counting for tables of
+millions of rows), ``search`` (search by user and client, table by table) and
+``revocation`` (the confirmation page and the permission-gated actions). Django's
+admin autodiscovery imports this package, which imports them all.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from .consents import (
     EnduringConsentForm,
 )
 from .families import REVOKE_TOKEN_FAMILY, OfflineTokenFamilyAdmin
-from .filters import ConsentStateFilter, FamilyStateFilter, KeyBoundFilter
+from .filters import ClientFilter, ConsentStateFilter, FamilyStateFilter, KeyBoundFilter
+from .pagination import LimitedCountAdminMixin, LimitedCountChangeList, LimitedCountPaginator
 from .policies import ActingAdministratorFormSet, ClientPolicyAdmin, ClientPolicyForm, ClientPolicyInline
 from .revocation import GatedActionsMixin, RevokeForm, confirm_and_revoke
 
@@ -38,6 +40,7 @@ __all__ = [
     "ActingAdministratorFormSet",
     "ClientPolicyAdmin",
     "ClientPolicyForm",
+    "ClientFilter",
     "ClientPolicyInline",
     "ConsentAdmin",
     "ConsentAdminBase",
@@ -48,6 +51,9 @@ __all__ = [
     "FamilyStateFilter",
     "GatedActionsMixin",
     "KeyBoundFilter",
+    "LimitedCountAdminMixin",
+    "LimitedCountChangeList",
+    "LimitedCountPaginator",
     "OfflineTokenFamilyAdmin",
     "RevokeForm",
     "confirm_and_revoke",

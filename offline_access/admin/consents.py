@@ -7,6 +7,7 @@ from django.contrib import admin
 from django.contrib.admin.widgets import AdminSplitDateTime
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
+from django.db.models import Q
 from django.http import HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
@@ -17,8 +18,10 @@ from django.utils.translation import gettext_lazy as _
 
 from .. import services
 from ..models import Consent, ConsentEvent, EnduringConsent, OfflineTokenFamily
-from .filters import ConsentStateFilter
+from .filters import ClientFilter, ConsentStateFilter
+from .pagination import LimitedCountAdminMixin, LimitedCountPaginator
 from .revocation import GatedActionsMixin, confirm_and_revoke
+from .search import search_by_owner
 
 REVOKE_CONSENT = "offline_access.revoke_consent"
 GRANT_ENDURING_CONSENT = "offline_access.grant_enduring_consent"
@@ -48,7 +51,7 @@ class ConsentEventInline(admin.TabularInline):
         return super().get_queryset(request).select_related("actor")
 
 
-class ConsentAdminBase(GatedActionsMixin, admin.ModelAdmin):
+class ConsentAdminBase(LimitedCountAdminMixin, GatedActionsMixin, admin.ModelAdmin):
     list_display = (
         "user_link",
         "client",
@@ -60,7 +63,14 @@ class ConsentAdminBase(GatedActionsMixin, admin.ModelAdmin):
         "state",
         "live_tokens",
     )
-    list_filter = (ConsentStateFilter, "kind", ("application", admin.RelatedOnlyFieldListFilter))
+    # "When given" as fixed ranges (today, past 7 days, ...): no query. Django's date_hierarchy
+    # lists the years (months, days) that have rows with a DISTINCT over every matching row.
+    list_filter = (
+        ConsentStateFilter,
+        "kind",
+        ("application", ClientFilter),
+        ("granted_at", admin.DateFieldListFilter),
+    )
     # The recorded client id and name also find the consents of deleted clients.
     search_fields = (
         "user__username",
@@ -70,8 +80,11 @@ class ConsentAdminBase(GatedActionsMixin, admin.ModelAdmin):
         "client_id",
         "client_name",
     )
-    date_hierarchy = "granted_at"
     list_select_related = ("user", "application")
+    # Only the index-served order is offered (issue 12): sorting a million consents by a
+    # per-row subquery (live tokens, last use) would run it for every row, and by user or
+    # client name would join and sort the whole table before the first row.
+    sortable_by = ("granted_at",)
     raw_id_fields = ("user",)
     inlines = [ConsentEventInline]
     actions = [
@@ -105,6 +118,17 @@ class ConsentAdminBase(GatedActionsMixin, admin.ModelAdmin):
     def get_queryset(self, request):
         return super().get_queryset(request).with_usage()
 
+    def get_search_results(self, request, queryset, search_term):
+        # search_fields above, answered table by table (see offline_access.admin.search). The
+        # recorded client id and name are searched on consents of deleted clients, the only
+        # rows where they can differ from the client's own.
+        def recorded(term):
+            return Q(application__isnull=True) & (
+                Q(client_id__icontains=term) | Q(client_name__icontains=term)
+            )
+
+        return search_by_owner(queryset, search_term, recorded=recorded), False
+
     # Consents change only through the services: the pages are read-only.
     def has_change_permission(self, request, obj=None):
         return False
@@ -112,19 +136,19 @@ class ConsentAdminBase(GatedActionsMixin, admin.ModelAdmin):
     def has_delete_permission(self, request, obj=None):
         return False
 
-    @admin.display(description=_("user"), ordering="user__username")
+    @admin.display(description=_("user"))
     def user_link(self, consent):
         return _user_link(consent.user)
 
-    @admin.display(description=_("client"), ordering="client_name")
+    @admin.display(description=_("client"))
     def client(self, consent):
         return consent.client  # the application, or the recorded name of a deleted one
 
-    @admin.display(description=_("last used"), ordering="last_used")
+    @admin.display(description=_("last used"))
     def last_used(self, consent):
         return consent.last_used
 
-    @admin.display(description=_("live tokens"), ordering="live_tokens")
+    @admin.display(description=_("live tokens"))
     def live_tokens(self, consent):
         return consent.live_tokens
 
@@ -201,8 +225,24 @@ class ConsentAdmin(ConsentAdminBase):
         if not self.has_view_permission(request):
             raise PermissionDenied
         user = get_object_or_404(get_user_model(), pk=user_id)
-        consents = Consent.objects.filter(user=user).with_usage().select_related("application")
-        families = OfflineTokenFamily.objects.filter(user=user).with_activity().select_related("application")
+        # Each list a page at a time (a user may hold thousands of devices): a bounded count
+        # and one query for the page's rows, whatever the user holds.
+        consents = _page(
+            request,
+            "consents_page",
+            Consent.objects.filter(user=user)
+            .with_usage()
+            .select_related("application")
+            .order_by("-granted_at", "-pk"),
+        )
+        families = _page(
+            request,
+            "devices_page",
+            OfflineTokenFamily.objects.filter(user=user)
+            .with_activity()
+            .select_related("application")
+            .order_by("-created_at", "-pk"),
+        )
         may_revoke = request.user.has_perm(REVOKE_CONSENT)
         if request.method == "POST":
             if not may_revoke:
@@ -228,6 +268,26 @@ class ConsentAdmin(ConsentAdminBase):
             "may_revoke": may_revoke,
         }
         return TemplateResponse(request, "offline_access/admin/user_offline_access.html", context)
+
+
+#: Rows per page of each list on the per-user page.
+USER_PAGE_ROWS = 100
+
+
+def _page(request, parameter, queryset):
+    """The page of ``queryset`` that ``request.GET[parameter]`` asks for (a bad number: the first)."""
+    paginator = LimitedCountPaginator(queryset, USER_PAGE_ROWS)
+    page = paginator.get_page(request.GET.get(parameter))
+    links = []  # (page number or ellipsis, its URL or "" for the ellipsis and this page)
+    for number in paginator.get_elided_page_range(page.number, on_each_side=2, on_ends=1):
+        url = ""
+        if number != paginator.ELLIPSIS and number != page.number:
+            query = request.GET.copy()  # the other list keeps its page
+            query[parameter] = number
+            url = "?" + query.urlencode()
+        links.append((number, url))
+    page.links = links
+    return page
 
 
 class EnduringConsentForm(forms.ModelForm):
@@ -264,7 +324,8 @@ class EnduringConsentAdmin(ConsentAdminBase):
     form = EnduringConsentForm
 
     def get_list_filter(self, request):
-        return (ConsentStateFilter, ("application", admin.RelatedOnlyFieldListFilter))  # all are enduring
+        # All are enduring: no kind filter.
+        return (ConsentStateFilter, ("application", ClientFilter), ("granted_at", admin.DateFieldListFilter))
 
     def get_queryset(self, request):
         return super().get_queryset(request).filter(kind=Consent.Kind.ENDURING)
