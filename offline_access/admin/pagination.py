@@ -132,7 +132,8 @@ class LimitedCountAdminMixin:
 
     list_count_limit = COUNT_LIMIT
     show_full_result_count = False
-    show_facets = admin.ShowFacets.NEVER
+    if hasattr(admin, "ShowFacets"):  # Django 5.0+; Django 4.2 has no facets
+        show_facets = admin.ShowFacets.NEVER
     paginator = LimitedCountPaginator
 
     def get_paginator(self, request, queryset, per_page, orphans=0, allow_empty_first_page=True):
