@@ -535,14 +535,27 @@ class ClientPolicy(models.Model):
     def save(self, *args, **kwargs) -> None:
         """Save, and when the client is barred, revoke its offline access in the same transaction."""
         using = kwargs.get("using") or router.db_for_write(type(self), instance=self)
+        update_fields = kwargs.get("update_fields")
+        # A save of other fields only has not written the flag: the row's own value stands.
+        barring = (update_fields is None or "allow_offline_access" in update_fields) and (
+            not self.allow_offline_access
+        )
+        self.bar_revocation = None
+        if barring and not transaction.get_connection(using).in_atomic_block:
+            # Autocommit: the bar commits first (from then on no refresh of the client
+            # succeeds and no new family is covered by a consent), then its consents and
+            # tokens are revoked in short batches. A run cut short leaves the rest to the
+            # next save of the barred policy (idempotent).
+            with transaction.atomic(using=using):
+                super().save(*args, **kwargs)
+            self.bar_revocation = _bar_clients(
+                [self.application_id], actor=self.changed_by, via=self.changed_via
+            )
+            return
         # No savepoint: a failed revocation must undo the bar's transaction as a whole.
         with transaction.atomic(using=using, savepoint=False):
             super().save(*args, **kwargs)
-            self.bar_revocation = None
-            update_fields = kwargs.get("update_fields")
-            # A save of other fields only has not written the flag: the row's own value stands.
-            writes_flag = update_fields is None or "allow_offline_access" in update_fields
-            if writes_flag and not self.allow_offline_access:
+            if barring:
                 self.bar_revocation = _bar_clients(
                     [self.application_id], actor=self.changed_by, via=self.changed_via
                 )
