@@ -207,6 +207,7 @@ def run(options: harness.Options) -> list[harness.Result]:
     dot_times: list[float] = []
     dot_queries = 0
     for token in RefreshToken.objects.filter(application=dot_client, revoked__isnull=True).iterator():
+        connection.queries_log.clear()  # it keeps 9,000 queries: counting needs room
         with CaptureQueriesContext(connection) as captured:
             start = time.perf_counter()
             token.revoke()
@@ -227,6 +228,7 @@ def run(options: harness.Options) -> list[harness.Result]:
 
     batch_times: list[float] = []
     batch_queries: list[int] = []
+    connection.queries_log.clear()
     with CaptureQueriesContext(connection) as captured:
         marks = {"time": time.perf_counter(), "queries": 0}
 

@@ -289,15 +289,14 @@ def revoke_client_offline_access(
 
     after = 0
     while True:
+        # The group's keys first, then its locks (in the transaction, which re-reads each
+        # consent's state): a locking SELECT with LIMIT returns fewer rows when some were
+        # revoked meanwhile, which could end the walk early.
+        group = list(consents.filter(pk__gt=after).order_by("pk").values_list("pk", flat=True)[:batch_size])
+        if not group:
+            break
+        after = group[-1]
         with transaction.atomic(using=using):
-            # The group's keys first, then its locks: a locking SELECT with LIMIT returns
-            # fewer rows when some were revoked meanwhile, which could end the walk early.
-            group = list(
-                consents.filter(pk__gt=after).order_by("pk").values_list("pk", flat=True)[:batch_size]
-            )
-            if not group:
-                break
-            after = group[-1]
             result = _revoke_locked(
                 Consent.objects.filter(pk__in=group).order_by("pk"), actor=actor, reason=reason, via=via
             )
@@ -310,11 +309,11 @@ def revoke_client_offline_access(
     )
     after = 0
     while True:
+        group = list(uncovered.filter(pk__gt=after).values_list("pk", flat=True)[:family_batch_size])
+        if not group:
+            break
+        after = group[-1]
         with transaction.atomic(using=using):
-            group = list(uncovered.filter(pk__gt=after).values_list("pk", flat=True)[:family_batch_size])
-            if not group:
-                break
-            after = group[-1]
             result = _revoke_families(
                 OfflineTokenFamily.objects.filter(pk__in=group),
                 now=timezone.now(),
