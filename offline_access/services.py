@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.db import IntegrityError, router, transaction
-from django.db.models import Exists, Max, OuterRef, Q, QuerySet
+from django.db.models import Count, Exists, Max, OuterRef, Q, QuerySet, Subquery
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from oauth2_provider.models import (
@@ -219,7 +220,9 @@ def revoke_everything(
 #: each, 1,000 token families, whose five token statements stay on the indexes (a batch of
 #: 5,000 made PostgreSQL's planner scan the token tables, seconds per batch on a loaded host).
 CLIENT_REVOCATION_BATCH_SIZE = 100
-#: Token families without an active consent revoked per transaction by the same.
+#: Token families per transaction of the same: a group of consents stops before it would
+#: pass it (a consent with more is a batch of its own), and families without an active
+#: consent go this many at a time.
 CLIENT_REVOCATION_FAMILY_BATCH_SIZE = 1000
 
 
@@ -247,7 +250,8 @@ def revoke_client_offline_access(
     costs a fixed number of queries, and the rows are walked by primary key, so
     memory and lock time stay bounded however many users and devices the client has.
 
-    1. The client's active consents, ``batch_size`` at a time in primary-key order:
+    1. The client's active consents, ``batch_size`` at a time in primary-key order (fewer
+       when their token families would pass ``family_batch_size``):
        each batch locks its consents, revokes them (the lapsed ones are marked
        expired) with their events, deletes their unexchanged codes and revokes
        every token of their families. A consent and its tokens are always in one
@@ -279,6 +283,18 @@ def revoke_client_offline_access(
     # Consents given after this point are not this run's to revoke.
     newest = Consent.objects.filter(application=application).aggregate(newest=Max("pk"))["newest"] or 0
     consents = consents.filter(pk__lte=newest)
+    # How many not-ended families each consent stands behind: a group stops before it
+    # would pass family_batch_size (a consent with more is a batch of its own, SPEC C5).
+    _open_families = Coalesce(
+        Subquery(
+            OfflineTokenFamily.objects.filter(consent=OuterRef("pk"), ended_at__isnull=True)
+            .order_by()
+            .values("consent")
+            .annotate(n=Count("pk"))
+            .values("n")
+        ),
+        0,
+    )
     totals = [0, 0, 0, 0]  # consents, refresh tokens, access tokens, batches
 
     def tally(result: RevocationResult) -> None:
@@ -294,7 +310,8 @@ def revoke_client_offline_access(
         # The group's keys first, then its locks (in the transaction, which re-reads each
         # consent's state): a locking SELECT with LIMIT returns fewer rows when some were
         # revoked meanwhile, which could end the walk early.
-        group = list(consents.filter(pk__gt=after).order_by("pk").values_list("pk", flat=True)[:batch_size])
+        candidates = consents.filter(pk__gt=after).order_by("pk").annotate(families=_open_families)
+        group = _fill(candidates.values_list("pk", "families")[:batch_size], family_batch_size)
         if not group:
             break
         after = group[-1]
@@ -327,6 +344,17 @@ def revoke_client_offline_access(
     return BatchedRevocationResult(
         consents=totals[0], refresh_tokens=totals[1], access_tokens=totals[2], batches=totals[3]
     )
+
+
+def _fill(candidates, budget: int) -> list:
+    """The keys of the leading ``(key, weight)`` pairs whose weights fit ``budget`` (at least one)."""
+    group, used = [], 0
+    for key, weight in candidates:
+        if group and used + weight > budget:
+            break
+        group.append(key)
+        used += weight
+    return group
 
 
 def revoke_clients_offline_access(

@@ -200,6 +200,21 @@ def test_each_batch_costs_the_same_queries_whatever_its_number_of_tokens(db, app
     assert len(captured) == RUN_QUERIES + 3 * CONSENT_BATCH_QUERIES + FAMILY_BATCH_QUERIES
 
 
+def test_a_group_of_consents_stops_at_the_family_budget_and_a_big_consent_is_its_own_batch(db, application):
+    seed_client(application, 12, tag="small", per_user=3)  # 4 consents, 3 families each
+    seed_client(application, 9, tag="big", per_user=9)  # 1 consent, 9 families
+    seed_client(application, 3, tag="last", per_user=3)
+    batches = []
+
+    result = services.revoke_client_offline_access(
+        application, via=Via.COMMAND, batch_size=10, family_batch_size=7, on_batch=batches.append
+    )
+
+    assert [(batch.consents, batch.refresh_tokens) for batch in batches] == [(2, 6), (2, 6), (1, 9), (1, 3)]
+    assert result.refresh_tokens == 24
+    assert not live_refresh_tokens(application).exists()
+
+
 def test_invalid_batch_sizes_are_refused(application):
     with pytest.raises(ValueError):
         services.revoke_client_offline_access(application, via=Via.COMMAND, batch_size=0)
