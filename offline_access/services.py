@@ -217,8 +217,8 @@ def revoke_everything(
 
 
 #: Consents revoked per transaction by :func:`revoke_client_offline_access`: at ten devices
-#: each, 1,000 token families, whose five token statements stay on the indexes (a batch of
-#: 5,000 made PostgreSQL's planner scan the token tables, seconds per batch on a loaded host).
+#: each, 1,000 token families. A batch's time is mostly its writes (four tables' rows), so
+#: its locks last in proportion to its families; 5,000 held them for seconds on a loaded host.
 CLIENT_REVOCATION_BATCH_SIZE = 100
 #: Token families per transaction of the same: a group of consents stops before it would
 #: pass it (a consent with more is a batch of its own), and families without an active
