@@ -22,6 +22,9 @@ QUERIES: dict[tuple[str, str], int] = {
     ("admin: token families search", "offline_access"): 5,
     # session, admin, the user, and a bounded count and a page for each of its two lists.
     ("admin: user page", "offline_access"): 7,
+    # One transaction of a whole-client revocation (benchmarks/revoke_client.py): the same
+    # count for 10 consents with 100 families as for 500 with 5,000 (tests/test_client_revocation.py).
+    ("revoke: one batch (a transaction)", "offline_access"): 13,
 }
 
 # consent (benchmarks/consent_screen.py). The app's figures are tests/test_query_counts.py's

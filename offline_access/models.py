@@ -519,9 +519,10 @@ class ClientPolicy(models.Model):
     ``OFFLINE_ACCESS["REFRESH_TOKEN_IDLE_TIMEOUT"]`` and
     ``OFFLINE_ACCESS["REFRESH_TOKEN_ABSOLUTE_LIFETIME"]``.
 
-    Saving a policy that bars the client (``allow_offline_access`` off) revokes, in
-    the same transaction, the client's consents in force and every offline token it
-    holds (:func:`offline_access.services.bar_clients`): lifting the bar later
+    Saving a policy that bars the client (``allow_offline_access`` off) revokes the
+    client's consents in force and every offline token it holds
+    (:func:`offline_access.services.bar_clients`; in the saving transaction, or in
+    batches after the bar commits when saved outside a transaction): lifting the bar later
     revives nothing. ``save()``, ``objects.create()``, ``update()``, ``bulk_create()``
     and ``bulk_update()`` all do it; only raw SQL bypasses it. Set ``changed_by``
     (and ``changed_via``, a :class:`ConsentEvent.Via`) before saving to name the
@@ -583,16 +584,34 @@ class ClientPolicy(models.Model):
         return f"Offline access policy #{self.pk}"
 
     def save(self, *args, **kwargs) -> None:
-        """Save, and when the client is barred, revoke its offline access in the same transaction."""
+        """Save, and when the client is barred, revoke its offline access.
+
+        Inside a transaction (the admin's change form, a test): in that transaction, so
+        the bar and the revocation commit together. Outside one: the bar commits first,
+        then the revocation runs in short batches (``services.revoke_client_offline_access``).
+        """
         using = kwargs.get("using") or router.db_for_write(type(self), instance=self)
+        update_fields = kwargs.get("update_fields")
+        # A save of other fields only has not written the flag: the row's own value stands.
+        barring = (update_fields is None or "allow_offline_access" in update_fields) and (
+            not self.allow_offline_access
+        )
+        self.bar_revocation = None
+        if barring and not transaction.get_connection(using).in_atomic_block:
+            # Autocommit: the bar commits first (from then on no refresh of the client
+            # succeeds and no new family is covered by a consent), then its consents and
+            # tokens are revoked in short batches. A run cut short leaves the rest to the
+            # next save of the barred policy (idempotent).
+            with transaction.atomic(using=using):
+                super().save(*args, **kwargs)
+            self.bar_revocation = _bar_clients(
+                [self.application_id], actor=self.changed_by, via=self.changed_via
+            )
+            return
         # No savepoint: a failed revocation must undo the bar's transaction as a whole.
         with transaction.atomic(using=using, savepoint=False):
             super().save(*args, **kwargs)
-            self.bar_revocation = None
-            update_fields = kwargs.get("update_fields")
-            # A save of other fields only has not written the flag: the row's own value stands.
-            writes_flag = update_fields is None or "allow_offline_access" in update_fields
-            if writes_flag and not self.allow_offline_access:
+            if barring:
                 self.bar_revocation = _bar_clients(
                     [self.application_id], actor=self.changed_by, via=self.changed_via
                 )

@@ -194,15 +194,25 @@ class ConsentAdminBase(LimitedCountAdminMixin, GatedActionsMixin, admin.ModelAdm
             title=_("Revoke all offline access"),
             consents=consents,
             families=families,
-            revoke=lambda reason: services.revoke_everything(
-                consents=Consent.objects.filter(**{f"{field}__in": owners}),
-                families=families,
-                actor=request.user,
-                reason=reason,
-                via=ConsentEvent.Via.ADMIN,
-            ),
+            revoke=lambda reason: self._revoke_owners(field, owners, request.user, reason),
             selected=queryset.values_list("pk", flat=True),
             action=action,
+        )
+
+    @staticmethod
+    def _revoke_owners(field, owners, actor, reason):
+        if field == "application":
+            # A client may have 100,000 devices: in batches, each its own short
+            # transaction (admin actions run outside one), never one long lock.
+            return services.revoke_clients_offline_access(
+                owners, actor=actor, reason=reason, via=ConsentEvent.Via.ADMIN
+            )
+        return services.revoke_everything(
+            consents=Consent.objects.filter(**{f"{field}__in": owners}),
+            families=OfflineTokenFamily.objects.filter(**{f"{field}__in": owners}),
+            actor=actor,
+            reason=reason,
+            via=ConsentEvent.Via.ADMIN,
         )
 
 
