@@ -450,6 +450,43 @@ def accepts_dpop(view):
     return wrapper
 
 
+# Maintenance ------------------------------------------------------------------------------------
+
+
+def delete_expired_bindings(*, batch_size: int = 1000) -> int:
+    """Delete the bindings of access tokens that have expired; returns how many rows went.
+
+    A binding (:class:`~offline_access.models.DPoPBoundAccessToken`) is read only
+    together with a live access token of the same ``token_checksum``, and only
+    ever adds a requirement (a proof of its key): an expired row authorizes
+    nothing, it just takes room. So the token endpoint no longer deletes them on
+    every DPoP request; the maintenance command calls this instead.
+
+    Batched by primary key: each batch is one SELECT of at most ``batch_size``
+    ids (the ``expires_at`` index) and one DELETE of those ids, each in its own
+    short transaction (autocommit), so memory stays bounded and no lock is held
+    across batches. Rows expiring while it runs are left for the next run.
+    """
+    from django.utils import timezone
+
+    from .models import DPoPBoundAccessToken
+
+    if batch_size < 1:
+        raise ValueError("batch_size must be at least 1")
+    cutoff = timezone.now()
+    expired = DPoPBoundAccessToken.objects.filter(expires_at__lte=cutoff).order_by("pk")
+    deleted = 0
+    while True:
+        batch = list(expired.values_list("pk", flat=True)[:batch_size])
+        if not batch:
+            return deleted
+        # One DELETE by primary key: the model has no relations, so Django deletes
+        # without loading the rows (unless a site connects delete signals to it).
+        deleted += DPoPBoundAccessToken.objects.filter(pk__in=batch).delete()[0]
+        if len(batch) < batch_size:
+            return deleted
+
+
 def __getattr__(name: str):
     # The DRF class lives with the REST API (DRF is an optional dependency).
     if name == "DPoPAuthentication":
