@@ -719,7 +719,9 @@ class OfflineAccessValidator(OAuth2Validator):
         """DOT's check (RFC 6749 4.1.3), on the row validate_code loaded instead of a new query."""
         grant = self._validated_grant(code, request, client)
         if grant is None:
-            return super().confirm_redirect_uri(client_id, code, redirect_uri, client, request, *args, **kwargs)
+            return super().confirm_redirect_uri(
+                client_id, code, redirect_uri, client, request, *args, **kwargs
+            )
         return grant.redirect_uri_allowed(redirect_uri)
 
     def get_code_challenge(self, code, request):
