@@ -42,6 +42,9 @@ class Result:
     #: The side this row is compared with (default: the workload's plain DOT row).
     baseline: str | None = None
     extra: dict[str, float] = field(default_factory=dict)
+    #: A side of the same workload row whose queries this row may not exceed: quick mode
+    #: fails when it does, whatever the pins say (the app against plain DOT, issue 12).
+    max_queries_of: str | None = None
 
     @property
     def median_ms(self) -> float:
@@ -90,9 +93,22 @@ def table(results: list[Result]) -> str:
 
 
 def regressions(results: list[Result], pins: dict[tuple[str, str], int]) -> list[str]:
-    """Rows whose queries exceed their pin, and pinned rows that did not run."""
+    """Rows whose queries exceed their pin or their ``max_queries_of`` side, and pinned rows that did not run."""
     found = {(result.workload, result.side): result for result in results}
     problems = []
+    for result in results:
+        if result.max_queries_of is None or result.queries is None:
+            continue
+        other = found.get((result.workload, result.max_queries_of))
+        if other is None or other.queries is None:
+            problems.append(
+                f"{result.workload} / {result.side}: no {result.max_queries_of} row to compare with"
+            )
+        elif result.queries > other.queries:
+            problems.append(
+                f"{result.workload} / {result.side}: {result.queries} queries, more than "
+                f"{result.max_queries_of} ({other.queries})"
+            )
     for key, pinned in pins.items():
         result = found.get(key)
         if result is None:
