@@ -93,7 +93,7 @@ def table(results: list[Result]) -> str:
 
 
 def regressions(results: list[Result], pins: dict[tuple[str, str], int]) -> list[str]:
-    """Rows whose queries exceed their pin or their ``max_queries_of`` side, and pinned rows that did not run."""
+    """Rows over their pin or over their ``max_queries_of`` side's queries; pinned rows that did not run."""
     found = {(result.workload, result.side): result for result in results}
     problems = []
     for result in results:
