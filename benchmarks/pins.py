@@ -13,8 +13,9 @@ QUERIES: dict[tuple[str, str], int] = {
     # Token endpoint (benchmarks/token_endpoint.py), counted in autocommit as a web worker
     # runs them, each transaction with its BEGIN and COMMIT (the same counts on SQLite and
     # PostgreSQL). tests/test_query_counts.py pins the same requests inside a test
-    # transaction, where they cost fewer. Plain DOT's rows are pinned so that a DOT upgrade changing them is noticed;
-    # the app's rows may also never exceed plain DOT's (Result.max_queries_of).
+    # transaction, where they cost fewer. Plain DOT's rows are pinned so that a DOT
+    # upgrade changing them is noticed; the app's rows may also never exceed plain DOT's
+    # (Result.max_queries_of).
     ("token: code exchange", PLAIN_DOT): 22,
     ("token: code exchange", APP): 14,
     ("token: refresh", PLAIN_DOT): 23,

@@ -658,7 +658,7 @@ class OfflineAccessValidator(OAuth2Validator):
         and method, nonce) and the user once; here the row is read once and the
         later checks use it (:meth:`_validated_grant`).
         """
-        presented, grant = getattr(request, "offline_access_presented_grant", (None, None))
+        presented, grant = getattr(request, "offline_access_presented_grant", None) or (None, None)
         if presented != code or grant is None or grant.application_id != client.pk:
             # Not the row oauthlib's dispatcher had us load (or another client's): DOT's lookup.
             grant = (
