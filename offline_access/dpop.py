@@ -460,7 +460,11 @@ def delete_expired_bindings(*, batch_size: int = 1000) -> int:
     together with a live access token of the same ``token_checksum``, and only
     ever adds a requirement (a proof of its key): an expired row authorizes
     nothing, it just takes room. So the token endpoint no longer deletes them on
-    every DPoP request; the maintenance command calls this instead.
+    every DPoP request; the maintenance command calls this instead. It relies on
+    ``expires_at`` being the bound token's own ``expires``
+    (:func:`offline_access.services.bind_access_token`), which nothing extends
+    without giving the token a new value and checksum: a binding is never
+    deleted while its token still works.
 
     Batched by primary key: each batch is one SELECT of at most ``batch_size``
     ids (the ``expires_at`` index) and one DELETE of those ids, each in its own
