@@ -45,6 +45,9 @@ class Result:
     #: Wall-clock seconds of the timed units together, when they overlap (concurrent clients):
     #: ops/s is then the throughput, operations over this, not over the units' summed time.
     wall_seconds: float | None = None
+    #: A side of the same workload row whose queries this row may not exceed: quick mode
+    #: fails when it does, whatever the pins say (the app against plain DOT, issue 12).
+    max_queries_of: str | None = None
 
     @property
     def median_ms(self) -> float:
@@ -93,9 +96,22 @@ def table(results: list[Result]) -> str:
 
 
 def regressions(results: list[Result], pins: dict[tuple[str, str], int]) -> list[str]:
-    """Rows whose queries exceed their pin, and pinned rows that did not run."""
+    """Rows over their pin or over their ``max_queries_of`` side's queries; pinned rows that did not run."""
     found = {(result.workload, result.side): result for result in results}
     problems = []
+    for result in results:
+        if result.max_queries_of is None or result.queries is None:
+            continue
+        other = found.get((result.workload, result.max_queries_of))
+        if other is None or other.queries is None:
+            problems.append(
+                f"{result.workload} / {result.side}: no {result.max_queries_of} row to compare with"
+            )
+        elif result.queries > other.queries:
+            problems.append(
+                f"{result.workload} / {result.side}: {result.queries} queries, more than "
+                f"{result.max_queries_of} ({other.queries})"
+            )
     for key, pinned in pins.items():
         result = found.get(key)
         if result is None:

@@ -450,13 +450,26 @@ def accepts_dpop(view):
     return wrapper
 
 
-def delete_expired_bindings(*, batch_size: int = 1000) -> int:
-    """Delete the bindings of access tokens that have expired (RFC 9449 6); return how many.
+# Maintenance ------------------------------------------------------------------------------------
 
-    Batches of ``batch_size`` rows by primary key, each DELETE its own statement
-    (autocommit, or a savepoint inside a caller's transaction), so a large backlog
-    never holds a lock for long. Two runs at once may pick the same rows: each
-    counts only the rows its DELETE removed, so nothing is counted twice.
+
+def delete_expired_bindings(*, batch_size: int = 1000) -> int:
+    """Delete the bindings of access tokens that have expired; returns how many rows went.
+
+    A binding (:class:`~offline_access.models.DPoPBoundAccessToken`) is read only
+    together with a live access token of the same ``token_checksum``, and only
+    ever adds a requirement (a proof of its key): an expired row authorizes
+    nothing, it just takes room. So the token endpoint no longer deletes them on
+    every DPoP request; the maintenance command calls this instead. It relies on
+    ``expires_at`` being the bound token's own ``expires``
+    (:func:`offline_access.services.bind_access_token`), which nothing extends
+    without giving the token a new value and checksum: a binding is never
+    deleted while its token still works.
+
+    Batched by primary key: each batch is one SELECT of at most ``batch_size``
+    ids (the ``expires_at`` index) and one DELETE of those ids, each in its own
+    short transaction (autocommit), so memory stays bounded and no lock is held
+    across batches. Rows expiring while it runs are left for the next run.
     """
     from django.utils import timezone
 

@@ -531,12 +531,13 @@ def link_token_family(
 
 
 def bind_access_token(access_token, jkt: str) -> None:
-    """Bind an access token to a DPoP key (RFC 9449 6), by its ``token_checksum``.
+    """Bind an access token to a DPoP key (RFC 9449 6), by its ``token_checksum``: one INSERT.
 
-    Bindings of tokens that have expired are deleted on the way (one indexed DELETE).
     Runs inside the token endpoint's transaction: a failed issue leaves no binding.
+    Bindings of expired tokens are deleted by the maintenance job
+    (:func:`offline_access.dpop.delete_expired_bindings`), not here: they
+    authorize nothing meanwhile (a binding is read only with a live token).
     """
-    DPoPBoundAccessToken.objects.filter(expires_at__lte=timezone.now()).delete()
     DPoPBoundAccessToken.objects.create(
         token_checksum=access_token.token_checksum, jkt=jkt, expires_at=access_token.expires
     )

@@ -148,6 +148,26 @@ def _client_requires_dpop(application_field: str = "application_id"):
     )
 
 
+def _grants_with_facts():
+    """Codes with their user and, as annotations, everything the code exchange decides on.
+
+    The covering consent's id, the approving session's auth_time, the request's
+    ``dpop_jkt`` and the client's ``require_dpop``: one query instead of one each.
+    """
+    return (
+        get_grant_model()
+        .objects.select_related("user")
+        .annotate(
+            offline_access_consent_id=Subquery(
+                services.covering_consent(OuterRef("user_id"), OuterRef("application_id"))
+            ),
+            offline_access_auth_time=_grant_auth_time(),
+            offline_access_dpop_jkt=_grant_dpop_jkt(),
+            offline_access_require_dpop=_client_requires_dpop(),
+        )
+    )
+
+
 class DPoPProofRequired(CustomOAuth2Error):
     """RFC 9449 5: ``invalid_dpop_proof`` for a client that must send a proof and sent none."""
 
@@ -355,7 +375,7 @@ class OfflineAccessValidator(OAuth2Validator):
             # Link the new access token to the used-up refresh token so that revoking
             # the consent later still finds it.
             source_refresh_token = presented
-        access_token = super()._create_access_token(expires, request, token, source_refresh_token)
+        access_token = self._new_access_token(expires, request, token, source_refresh_token)
         # The token view sends DOT's app_authorized signal with it (no lookup by value).
         token_storage.issued_access_token.set(access_token)
         proof = dpop.proof_of(request)
@@ -462,13 +482,18 @@ class OfflineAccessValidator(OAuth2Validator):
         token_instance._raw_token = None
 
     def get_authorization_code_scopes(self, client_id, code, redirect_uri, request):
-        """The code's scopes (oauthlib's OpenID dispatcher asks before ``validate_code``)."""
-        candidates = (
-            [code] if code == getattr(request, "code", None) and token_storage.is_hashed(code) else []
-        )
-        candidates += token_storage.stored_candidates(code)
-        scopes = get_grant_model().objects.filter(code__in=candidates).values_list("scope", flat=True).first()
-        return scopes.split() if scopes else []
+        """The code's scopes (oauthlib's OpenID dispatcher asks before ``validate_code``).
+
+        Loads the whole grant, as :meth:`validate_code` needs it, and keeps it on the
+        request for that: DOT reads the same row once here and once there.
+        """
+        grant = self._validated_grant(code, request)  # asked again after validate_code
+        if grant is None:
+            # Only what the presented value hashes to: a stored hash presented as a
+            # code (copied from the database) matches nothing (token_storage).
+            grant = _grants_with_facts().filter(code__in=token_storage.stored_candidates(code)).first()
+            request.offline_access_presented_grant = (code, grant)
+        return grant.scope.split() if grant is not None and grant.scope else []
 
     def _load_access_token(self, token):
         """The access token presented as a bearer token (RFC 6750 2): :func:`find_access_token`."""
@@ -556,7 +581,10 @@ class OfflineAccessValidator(OAuth2Validator):
             refresh_token_model.objects.filter(
                 token_checksum__in=token_storage.checksum_candidates(refresh_token)
             )
-            .select_related("access_token")
+            # DOT loads the user and the application in two more queries (request.user,
+            # rt.application == client); the user comes with the token here, and the
+            # client is compared by id.
+            .select_related("access_token", "user")
             .order_by(F("revoked").desc(nulls_first=True))
             .first()
         )
@@ -581,7 +609,10 @@ class OfflineAccessValidator(OAuth2Validator):
         # and the key to the sealed successor pair of a grace-period retry.
         request.refresh_token = refresh_token
         request.refresh_token_instance = rt
-        return rt.application == client
+        if client is None or rt.application_id != client.pk:
+            return False
+        rt.application = client  # the same row: nothing reads it again
+        return True
 
     def _save_bearer_token(self, token, request, *args, **kwargs):
         """DOT's save, plus the successor pair sealed for a grace-period retry (RFC 6749 6).
@@ -636,25 +667,22 @@ class OfflineAccessValidator(OAuth2Validator):
         """DOT's code validation, with the consent looked up in the same query.
 
         Does what DOT's ``validate_code`` does (an unexpired code of this client sets
-        the request's scopes, user, nonce and claims), but loads the user with the
-        code and the id of the consent covering it as an annotation. DOT needs two
-        queries for this; one more for the consent would break the app's budget of
-        one query over plain DOT per token request.
+        the request's scopes, user, nonce and claims), on the row
+        :meth:`get_authorization_code_scopes` loaded with the user, the covering
+        consent, the auth_time and the DPoP facts (:func:`_grants_with_facts`). DOT
+        reads the code five more times (scopes, this, redirect URI, PKCE challenge
+        and method, nonce) and the user once; here the row is read once and the
+        later checks use it (:meth:`_validated_grant`).
         """
-        grant = (
-            get_grant_model()
-            .objects.select_related("user")
-            .annotate(
-                offline_access_consent_id=Subquery(
-                    services.covering_consent(OuterRef("user_id"), OuterRef("application_id"))
-                ),
-                offline_access_auth_time=_grant_auth_time(),
-                offline_access_dpop_jkt=_grant_dpop_jkt(),
-                offline_access_require_dpop=_client_requires_dpop(),
+        presented, grant = getattr(request, "offline_access_presented_grant", None) or (None, None)
+        if presented != code or grant is None or grant.application_id != client.pk:
+            # Not the row oauthlib's dispatcher had us load (or another client's): DOT's lookup.
+            grant = (
+                _grants_with_facts()
+                .filter(code__in=token_storage.stored_candidates(code), application=client)
+                .first()
             )
-            .filter(code__in=token_storage.stored_candidates(code), application=client)
-            .first()
-        )
+        request.offline_access_presented_grant = None
         if grant is None:
             # Unknown, or used already: DOT deletes a code at its exchange. RFC 6749
             # 4.1.2: the tokens issued for a code used twice SHOULD be revoked.
@@ -685,12 +713,87 @@ class OfflineAccessValidator(OAuth2Validator):
         # challenge, redirect URI, nonce, resource, its deletion at the exchange):
         # all of them look it up by equality, so they get the value this lookup found.
         request.code = grant.code
+        # The row DOT's redirect URI, PKCE and nonce checks would each read again.
+        request.offline_access_grant = grant
         request.offline_access_code_hash = (
             grant.code.removeprefix(token_storage.PREFIX)
             if token_storage.is_hashed(grant.code)
             else services.code_hash(code)
         )
         return True
+
+    def _validated_grant(self, code, request, client=None):
+        """The grant :meth:`validate_code` accepted for ``code`` (and ``client``), or None."""
+        grant = getattr(request, "offline_access_grant", None)
+        if grant is None or grant.code != code:
+            return None
+        if client is not None and grant.application_id != client.pk:
+            return None
+        return grant
+
+    def confirm_redirect_uri(self, client_id, code, redirect_uri, client, request=None, *args, **kwargs):
+        """DOT's check (RFC 6749 4.1.3), on the row validate_code loaded instead of a new query."""
+        grant = self._validated_grant(code, request, client)
+        if grant is None:
+            return super().confirm_redirect_uri(
+                client_id, code, redirect_uri, client, request, *args, **kwargs
+            )
+        return grant.redirect_uri_allowed(redirect_uri)
+
+    def get_code_challenge(self, code, request):
+        """RFC 7636 4.6: the code's challenge, from the row validate_code loaded."""
+        grant = self._validated_grant(code, request, request.client)
+        if grant is None:
+            return super().get_code_challenge(code, request)
+        return grant.code_challenge or None
+
+    def get_code_challenge_method(self, code, request):
+        """RFC 7636 4.6: the code's challenge method, from the row validate_code loaded."""
+        grant = self._validated_grant(code, request, request.client)
+        if grant is None:
+            return super().get_code_challenge_method(code, request)
+        return grant.code_challenge_method or None
+
+    def get_authorization_code_nonce(self, client_id, code, redirect_uri, request):
+        """OIDC Core 3.1.3.6: the nonce of the authentication request, from the row validate_code loaded."""
+        grant = self._validated_grant(code, request)
+        if grant is None:
+            return super().get_authorization_code_nonce(client_id, code, redirect_uri, request)
+        return grant.nonce or None
+
+    # ID tokens -----------------------------------------------------------------------
+
+    def finalize_id_token(self, id_token, token, token_handler, request):
+        """DOT's signed ID token; the row it saved is remembered for the access token's link."""
+        signed = super().finalize_id_token(id_token, token, token_handler, request)
+        request.offline_access_id_token = (signed, getattr(request, "id_token", None))
+        return signed
+
+    def _new_access_token(self, expires, request, token, source_refresh_token=None):
+        """DOT's ``_create_access_token``, linking the ID token this request saved without reading it back.
+
+        DOT finds that ID token again from the signed JWT: it loads the client named
+        by its ``aud`` to get the key, verifies the signature and loads the row by
+        ``jti`` (two queries). The row is at hand (:meth:`finalize_id_token`) when the
+        JWT in the response is the one this request signed. Anything else goes
+        through DOT's ``_load_id_token``. tests/test_token_storage.py pins DOT's method.
+        """
+        id_token = token.get("id_token", None)
+        if id_token:
+            signed, saved = getattr(request, "offline_access_id_token", None) or (None, None)
+            id_token = saved if saved is not None and signed == id_token else self._load_id_token(id_token)
+        access_token = get_access_token_model()(
+            user=request.user,
+            scope=token["scope"],
+            expires=expires,
+            id_token=id_token,
+            application=request.client,
+            source_refresh_token=source_refresh_token,
+            resource=getattr(request, "resource", []),  # RFC 8707
+        )
+        self._set_token_value(access_token, token["access_token"])
+        access_token.save()
+        return access_token
 
     # Device authorization grant (RFC 8628) ------------------------------------------
 

@@ -166,3 +166,50 @@ def login_redirect_next(response) -> str:
     location = urlparse(response["Location"])
     assert location.path == "/accounts/login/", response["Location"]
     return parse_qs(location.query)["next"][0]
+
+
+# A plain django-oauth-toolkit site, for comparisons (issue 12) ----------------------------------
+
+#: DOT's own validator, as a site without this app configures it.
+STOCK_VALIDATOR = "oauth2_provider.oauth2_validators.OAuth2Validator"
+#: DOT's own URLs (its AuthorizationView and TokenView) at /o/.
+PLAIN_DOT_URLCONF = "benchmarks.plain_dot_urls"
+
+
+def plain_dot_site():
+    """Settings of a plain DOT site: DOT's URLs and stock validator, every other setting the same.
+
+    The app stays installed in the process (its receivers on the user model run),
+    but no request reaches its views or validator. Use as a context manager; DOT's
+    cached oauthlib servers are dropped on the way in and out.
+    """
+    from contextlib import contextmanager
+
+    from django.test import override_settings
+
+    from .conftest import reset_oauthlib_cores
+
+    @contextmanager
+    def site():
+        provider = {**settings.OAUTH2_PROVIDER, "OAUTH2_VALIDATOR_CLASS": STOCK_VALIDATOR}
+        reset_oauthlib_cores()
+        try:
+            with override_settings(ROOT_URLCONF=PLAIN_DOT_URLCONF, OAUTH2_PROVIDER=provider):
+                reset_oauthlib_cores()
+                yield
+        finally:
+            reset_oauthlib_cores()
+
+    return site()
+
+
+def plain_dot_code(client: Client, application, scope="openid offline_access", **params) -> str:
+    """The authorization step on a plain DOT site: DOT's form, posted back with "allow"."""
+    url = authorize_url(application, scope=scope, **params)
+    response = client.get(url)
+    assert response.status_code == 200, (response.status_code, response.content[:300])
+    data = {key: value for key, value in response.context["form"].initial.items() if value is not None}
+    data["allow"] = "Authorize"
+    result = redirect_params(client.post("/o/authorize/", data))
+    assert "code" in result, result
+    return result["code"]

@@ -837,3 +837,71 @@ def test_rfc9449_6_2_introspection_names_the_key_of_a_bound_token(browser, api, 
     assert answer["cnf"] == {"jkt": jkt(key)}
     plain = introspect_as_owner(api, application, bearer["access_token"])
     assert plain["active"] is True and "cnf" not in plain
+
+
+# Expired bindings: swept by maintenance, never by a token request ---------------------------------
+
+
+def _binding(number: int, *, expired: bool) -> DPoPBoundAccessToken:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    moment = timezone.now() + (timedelta(minutes=-1) if expired else timedelta(minutes=10))
+    return DPoPBoundAccessToken.objects.create(
+        token_checksum=f"{number:064x}", jkt="k" * 43, expires_at=moment
+    )
+
+
+def test_delete_expired_bindings_deletes_in_batches_by_primary_key(db, django_assert_num_queries):
+    expired = [_binding(number, expired=True) for number in range(5)]
+    live = [_binding(number, expired=False) for number in range(5, 7)]
+
+    # Batches of 2, 2 and 1: a SELECT of ids and a DELETE of those ids each; the short
+    # last batch ends the run without another SELECT.
+    with django_assert_num_queries(6):
+        assert dpop_module.delete_expired_bindings(batch_size=2) == len(expired)
+
+    assert sorted(DPoPBoundAccessToken.objects.values_list("pk", flat=True)) == [row.pk for row in live]
+    with django_assert_num_queries(1):
+        assert dpop_module.delete_expired_bindings() == 0
+
+
+def test_delete_expired_bindings_refuses_an_empty_batch(db):
+    with pytest.raises(ValueError):
+        dpop_module.delete_expired_bindings(batch_size=0)
+
+
+def test_a_dpop_token_request_leaves_expired_bindings_to_maintenance(browser, api, native_application, key):
+    stale = _binding(0, expired=True)
+
+    tokens = bound_tokens(browser, api, native_application, key)
+    assert refresh(api, native_application, tokens["refresh_token"], proof(key)).status_code == 200
+
+    assert DPoPBoundAccessToken.objects.filter(pk=stale.pk).exists()
+    assert DPoPBoundAccessToken.objects.count() == 3  # the stale row and one per issued access token
+
+
+def test_an_expired_bound_access_token_is_refused_while_its_binding_remains(
+    browser, api, native_application, key
+):
+    """Nothing relies on the sweep: a binding is read only with a live token, and only restricts."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    tokens = bound_tokens(browser, api, native_application, key)
+    access = get_access_token_model().objects.get(token_checksum=stored_checksum(tokens["access_token"]))
+    past = timezone.now() - timedelta(seconds=1)
+    get_access_token_model().objects.filter(pk=access.pk).update(expires=past)
+    DPoPBoundAccessToken.objects.filter(token_checksum=access.token_checksum).update(expires_at=past)
+
+    response = userinfo(api, tokens["access_token"], dpop=resource_proof(key, tokens["access_token"]))
+    assert response.status_code == 401, response.content
+    assert userinfo(api, tokens["access_token"], scheme="Bearer").status_code == 401
+    # The binding is still read with the token, and the token is still expired.
+    from offline_access.validators import find_access_token
+
+    found = find_access_token(tokens["access_token"])
+    assert found.offline_access_dpop_jkt == jkt(key)
+    assert not found.is_valid()
