@@ -68,9 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     print(harness.table(results))
     if args.quick:
         ran = {module.NAME for module in modules}
-        problems = harness.regressions(
-            results, {key: value for key, value in pins.QUERIES.items() if key[0].split(":")[0] in ran}
-        )
+        problems = harness.regressions(results, harness.pins_of(pins.QUERIES, *ran))
         if problems:
             print("FAIL: query counts regressed:\n  " + "\n  ".join(problems))
             return 1

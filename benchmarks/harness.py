@@ -95,6 +95,11 @@ def table(results: list[Result]) -> str:
     return "\n".join(lines + ([""] + notes if notes else []))
 
 
+def pins_of(pins: dict[tuple[str, str], int], *names: str) -> dict[tuple[str, str], int]:
+    """The pins of the workloads ``names`` (module ``NAME``s: a row's name before its colon)."""
+    return {key: value for key, value in pins.items() if key[0].split(":")[0] in names}
+
+
 def regressions(results: list[Result], pins: dict[tuple[str, str], int]) -> list[str]:
     """Rows over their pin or over their ``max_queries_of`` side's queries; pinned rows that did not run."""
     found = {(result.workload, result.side): result for result in results}

@@ -486,6 +486,8 @@ def delete_expired_bindings(*, batch_size: int = 1000) -> int:
             return deleted
         last_pk = pks[-1]
         deleted += DPoPBoundAccessToken.objects.filter(pk__in=pks).delete()[0]
+        if len(pks) < batch_size:
+            return deleted
 
 
 def __getattr__(name: str):

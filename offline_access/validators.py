@@ -58,6 +58,20 @@ class _RevokedWhileRefreshing(InvalidGrantError):
         return {**super().headers, "Content-Type": "application/json", "Cache-Control": "no-store"}
 
 
+class _ReusedWhileRefreshing(_RevokedWhileRefreshing):
+    """A refresh token presented again while its rotation was committing (RFC 9700 4.14.2)."""
+
+    def __init__(self, *args, token_family, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.token_family = token_family
+
+
+def _end_reused_family(token_family) -> None:
+    """Reuse protection: a refresh token used twice ends its whole family (DOT's own sweep)."""
+    if oauth2_settings.REFRESH_TOKEN_REUSE_PROTECTION and token_family:
+        get_refresh_token_model().revoke_family(token_family)
+
+
 #: The PKCE methods accepted (RFC 7636 4.2): S256 only. ``plain`` puts the verifier
 #: itself in the front channel, so it protects nothing against a code thief (RFC 9700 2.1.1).
 PKCE_METHODS = ("S256",)
@@ -326,7 +340,12 @@ class OfflineAccessValidator(OAuth2Validator):
                 # Its refresh token is used up like any rotated one and the family ends.
                 request.offline_access_dropped = True
             token.pop("refresh_token", None)
-        saved = super().save_bearer_token(token, request, *args, **kwargs)
+        try:
+            saved = super().save_bearer_token(token, request, *args, **kwargs)
+        except _ReusedWhileRefreshing as reuse:
+            # DOT's transaction has rolled back: end the family now (RFC 9700 4.14.2).
+            _end_reused_family(reuse.token_family)
+            raise
         if request.grant_type == "refresh_token" and "refresh_token" in token:
             signals.send_after_commit(
                 signals.offline_token_refreshed, OfflineTokenFamily, family=request.offline_access_family
@@ -595,8 +614,7 @@ class OfflineAccessValidator(OAuth2Validator):
             grace = timedelta(seconds=oauth2_settings.REFRESH_TOKEN_GRACE_PERIOD_SECONDS)
             superseded = access_token_model.objects.filter(source_refresh_token=rt).exists()
             if rt.revoked <= now - grace or not superseded:
-                if oauth2_settings.REFRESH_TOKEN_REUSE_PROTECTION and rt.token_family:
-                    refresh_token_model.revoke_family(rt.token_family)
+                _end_reused_family(rt.token_family)
                 return False
         else:
             if rt.access_token is None:
@@ -633,7 +651,19 @@ class OfflineAccessValidator(OAuth2Validator):
             # the upgrade, in plaintext, is DOT's answer as it stands.)
             sealed = SealedSuccessorPair.objects.filter(predecessor_id=predecessor.pk).first()
             pair = sealed and token_storage.open_pair(request.refresh_token, predecessor.pk, sealed.sealed)
+            if not pair and not oauth2_settings.REFRESH_TOKEN_GRACE_PERIOD_SECONDS:
+                # This request checked the token while another was rotating it, then
+                # waited for that rotation's lock: without a grace period, a reuse like
+                # any replay. The family ends once this transaction has rolled back
+                # (save_bearer_token).
+                raise _ReusedWhileRefreshing(
+                    description="The refresh token was already used.",
+                    request=request,
+                    token_family=predecessor.token_family,
+                )
             if not pair:
+                # Within a grace period, but the sealed pair is gone: refused, and since a
+                # retry is allowed here, the family lives on.
                 raise _RevokedWhileRefreshing(
                     description="The refresh token was already used.", request=request
                 )

@@ -27,4 +27,4 @@ def test_maintenance_benchmark_runs_both_sides_within_its_pinned_queries():
     # 8 that find a step's end); PostgreSQL's driver begins them without a statement.
     begins = 23 if connection.vendor == "sqlite" else 0
     assert app.queries == 81 + begins == pins.QUERIES[(maintenance.WORKLOAD, harness.APP)] - 23 + begins
-    assert not harness.regressions([dot, app], pins.QUERIES)
+    assert not harness.regressions([dot, app], harness.pins_of(pins.QUERIES, maintenance.NAME))

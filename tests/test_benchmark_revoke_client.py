@@ -16,7 +16,7 @@ def test_revoke_client_benchmark_runs_in_quick_mode_within_its_pins():
     batches = rows[(revoke_client.ONE_BATCH, harness.APP)]
     assert len(batches.seconds) == 5  # 50 consents, 10 per batch: the run was split
     assert batches.queries == pins.QUERIES[(revoke_client.ONE_BATCH, harness.APP)]
-    assert not harness.regressions(results, pins.QUERIES)
+    assert not harness.regressions(results, harness.pins_of(pins.QUERIES, revoke_client.NAME))
     assert (revoke_client.WHOLE_CLIENT, harness.PLAIN_DOT) in rows
     measured_during = (revoke_client.OTHER_REFRESH, revoke_client.DURING) in rows
     assert measured_during == (connection.vendor == "postgresql")

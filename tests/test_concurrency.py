@@ -362,3 +362,46 @@ def test_C5_revocation_and_a_rotation_of_a_token_minted_meanwhile_do_not_deadloc
     assert result.consents == 1
     assert not RefreshToken.objects.filter(revoked__isnull=True).exists()
     assert not AccessToken.objects.filter(expires__gt=timezone.now()).exists()
+
+
+def test_reuse_racing_the_rotation_ends_the_family_without_a_grace_period(
+    browser, application, monkeypatch, dot_settings
+):
+    """RFC 9700 4.14.2 with grace period 0: a second request with the same refresh token,
+    checked while the first was still rotating it, waits for the first's row lock and then
+    presents a used-up token. Refusing it is not enough: as for any replay, the family ends,
+    the first request's new pair with it (the server cannot tell which party is the thief).
+    """
+    dot_settings(REFRESH_TOKEN_GRACE_PERIOD_SECONDS=0)
+    api = Client()
+    issued = exchange_code(api, application, get_code(browser, application, prompt="consent")).json()
+    first_holds_lock, second_checked = threading.Event(), threading.Event()
+    original_create = OfflineAccessValidator._create_access_token
+    original_validate = OfflineAccessValidator.validate_refresh_token
+
+    def rotation_waiting_for_the_second(self, expires, request, token, source_refresh_token=None):
+        if source_refresh_token is not None and not first_holds_lock.is_set():
+            first_holds_lock.set()
+            assert second_checked.wait(timeout=10)
+            threading.Event().wait(0.5)  # the second now waits for this rotation's row lock
+        return original_create(self, expires, request, token, source_refresh_token)
+
+    def validate_and_tell(self, *args, **kwargs):
+        valid = original_validate(self, *args, **kwargs)
+        if first_holds_lock.is_set():
+            second_checked.set()
+        return valid
+
+    monkeypatch.setattr(OfflineAccessValidator, "_create_access_token", rotation_waiting_for_the_second)
+    monkeypatch.setattr(OfflineAccessValidator, "validate_refresh_token", validate_and_tell)
+
+    first = in_thread(lambda: refresh(Client(), application, issued["refresh_token"]))
+    assert first_holds_lock.wait(timeout=10)
+    second = in_thread(lambda: refresh(Client(), application, issued["refresh_token"]))
+    first_response, second_response = finish(*first), finish(*second)
+
+    assert first_response.status_code == 200, first_response.content
+    assert second_response.status_code == 400, second_response.content
+    assert second_response.json()["error"] == "invalid_grant"
+    assert not RefreshToken.objects.filter(revoked__isnull=True).exists(), "the family outlived a reuse"
+    assert not AccessToken.objects.filter(expires__gt=timezone.now()).exists()
