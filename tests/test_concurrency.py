@@ -26,7 +26,7 @@ pytestmark = [
     pytest.mark.django_db(transaction=True),
     pytest.mark.skipif(
         connection.vendor not in ("postgresql", "mysql"),
-        reason="row-lock races need a server database (the postgres and mariadb envs run them)",
+        reason="row-lock races need a server database (the postgres env runs them)",
     ),
 ]
 

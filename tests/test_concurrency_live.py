@@ -40,7 +40,7 @@ pytestmark = [
     pytest.mark.django_db(transaction=True),
     pytest.mark.skipif(
         connection.vendor not in ("postgresql", "mysql"),
-        reason="races over a live server need a server database's row locks (postgres and mariadb envs)",
+        reason="races over a live server need a server database's row locks (the postgres env runs them)",
     ),
 ]
 
