@@ -645,6 +645,15 @@ class OfflineAccessValidator(OAuth2Validator):
         super()._save_bearer_token(token, request, *args, **kwargs)
         if predecessor is None or request.grant_type != "refresh_token" or "refresh_token" not in token:
             return
+        if not self.rotate_refresh_token(request) and predecessor.access_token_id is not None:
+            # Without rotation DOT renewed the refresh token's access token in place (a new
+            # value, so a new checksum), never reaching _create_access_token: bind it here.
+            proof = dpop.proof_of(request)
+            if proof is not None:
+                renewed = get_access_token_model().objects.get(pk=predecessor.access_token_id)
+                services.bind_access_token(renewed, proof.jkt)
+                token["token_type"] = "DPoP"
+            return
         if token["access_token"] != issued_access_token and token_storage.is_hashed(token["access_token"]):
             # DOT found the pair this token was rotated into and put its stored values
             # in the answer: a retry within the grace period. (A pair stored before

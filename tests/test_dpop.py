@@ -252,6 +252,25 @@ def test_rfc9449_5_bound_refresh_with_the_same_key(browser, api, native_applicat
     assert family_of(response.json()["refresh_token"]).dpop_jkt == jkt(key)
 
 
+def test_rfc9449_5_refresh_without_rotation_keeps_the_access_token_bound(
+    browser, api, native_application, key, dot_settings
+):
+    """With ROTATE_REFRESH_TOKEN off DOT renews the access token in place instead of minting
+    one: the renewed token must still be bound to the key (a stolen copy is useless as Bearer)."""
+    dot_settings(ROTATE_REFRESH_TOKEN=False)
+    tokens = bound_tokens(browser, api, native_application, key)
+
+    response = refresh(api, native_application, tokens["refresh_token"], proof(key))
+
+    assert response.status_code == 200, response.content
+    renewed = response.json()
+    assert renewed["token_type"] == "DPoP"
+    assert renewed["refresh_token"] == tokens["refresh_token"]  # not rotated
+    assert userinfo(api, renewed["access_token"], scheme="Bearer").status_code == 401
+    bound = userinfo(api, renewed["access_token"], dpop=resource_proof(key, renewed["access_token"]))
+    assert bound.status_code == 200, bound.content
+
+
 def test_rfc9449_5_bound_refresh_with_another_key_is_invalid_grant(browser, api, native_application, key):
     tokens = bound_tokens(browser, api, native_application, key)
 
