@@ -218,13 +218,14 @@ def revoke_everything(
 
 
 #: Consents revoked per transaction by :func:`revoke_client_offline_access`: at ten devices
-#: each, 1,000 token families. A batch's time is mostly its writes (four tables' rows), so
-#: its locks last in proportion to its families; 5,000 held them for seconds on a loaded host.
-CLIENT_REVOCATION_BATCH_SIZE = 100
+#: each, 500 token families. A batch's time is mostly its writes (four tables' rows), so
+#: its locks last in proportion to its families: 1,000 families took up to 0.93 s on
+#: PostgreSQL on 2 busy cores (python -m benchmarks --only revoke), 5,000 several seconds.
+CLIENT_REVOCATION_BATCH_SIZE = 50
 #: Token families per transaction of the same: a group of consents stops before it would
 #: pass it (a consent with more is a batch of its own), and families without an active
 #: consent go this many at a time.
-CLIENT_REVOCATION_FAMILY_BATCH_SIZE = 1000
+CLIENT_REVOCATION_FAMILY_BATCH_SIZE = 500
 
 
 @dataclass(frozen=True)
