@@ -795,7 +795,7 @@ def test_revoke_selected_families_across_all_pages(user, application, staff):
     url = reverse("admin:offline_access_offlinetokenfamily_changelist")
     page = client.get(url)
     on_page = [row.pk for row in page.context["cl"].result_list]
-    assert len(on_page) == 100
+    assert len(on_page) == page.context["cl"].list_per_page < 1200
 
     confirmation = client.post(
         url,
@@ -1480,7 +1480,7 @@ def test_changelist_query_count_does_not_grow_with_rows(
 
     assert response.status_code == 200
     cl = response.context["cl"]
-    assert len(cl.result_list) == min(cl.result_count, 100)
+    assert len(cl.result_list) == min(cl.result_count, cl.list_per_page)
     assert cl.result_count >= rows // 4
     if changelist == "admin:offline_access_offlinetokenfamily_changelist":
         # Key-bound and bearer devices on the page, shown from the rows already read.

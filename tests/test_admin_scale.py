@@ -63,7 +63,7 @@ def test_filtered_and_searched_changelists_keep_their_query_count(
 
     assert response.status_code == 200
     cl = response.context["cl"]
-    assert len(cl.result_list) == cl.result_count  # one page holds them all
+    assert len(cl.result_list) == min(cl.result_count, cl.list_per_page)
     if query.startswith("q=u-"):
         assert cl.result_count >= rows // 5  # the search finds rows (of users u-...)
 
