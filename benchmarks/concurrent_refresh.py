@@ -30,7 +30,6 @@ open) it returns no rows and says so on stderr.
 
 from __future__ import annotations
 
-import html.parser
 import http.client
 import json
 import multiprocessing
@@ -293,17 +292,6 @@ def wait_until_ready(site: Site, timeout: float = 60) -> None:
 # --- seeding: a user, a client and a refresh token per client process, through the site itself ---------
 
 
-class HiddenInputs(html.parser.HTMLParser):
-    def __init__(self):
-        super().__init__()
-        self.values: dict[str, str] = {}
-
-    def handle_starttag(self, tag, attrs):
-        attributes = dict(attrs)
-        if tag == "input" and attributes.get("type") == "hidden" and attributes.get("name"):
-            self.values[attributes["name"]] = attributes.get("value") or ""
-
-
 def cookies_of(headers, jar: dict[str, str]) -> None:
     for header in headers.get_all("Set-Cookie") or []:
         name, _, rest = header.partition("=")
@@ -346,11 +334,10 @@ def seed_chain(site: Site, number: int) -> Chain:
     status, headers, body = request(site, "GET", authorize, headers=cookie_header())
     cookies_of(headers, jar)
     if status == 200:
-        form = HiddenInputs()
-        form.feed(body.decode())
-        status, headers, body = request(
-            site, "POST", authorize, {**form.values, **site.approval}, headers=cookie_header()
-        )
+        from tests.oauth import hidden_inputs
+
+        answer = {**hidden_inputs(body.decode()), **site.approval}
+        status, headers, body = request(site, "POST", authorize, answer, headers=cookie_header())
     location = headers.get("Location", "")
     code = parse_qs(urlsplit(location).query).get("code", [None])[0]
     if status != 302 or not code:
