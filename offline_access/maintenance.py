@@ -358,7 +358,7 @@ def _deletable(now: datetime) -> list[tuple[str, QuerySet]]:
         Exists(same_family.filter(pk__gt=OuterRef("pk"))) | Q(token_family__isnull=True)
     )
     if oauth2_settings.REFRESH_TOKEN_REUSE_PROTECTION:
-        kept_for_reuse_detection = Exists(same_family.filter(revoked__isnull=True))
+        kept_for_reuse_detection: Exists | Q = Exists(same_family.filter(revoked__isnull=True))
         from oauth2_provider.models import refresh_token_expire_timedelta
 
         expire = refresh_token_expire_timedelta()

@@ -350,7 +350,8 @@ def revoke_client_offline_access(
 
 def _fill(candidates, budget: int) -> list:
     """The keys of the leading ``(key, weight)`` pairs whose weights fit ``budget`` (at least one)."""
-    group, used = [], 0
+    group: list = []
+    used = 0
     for key, weight in candidates:
         if group and used + weight > budget:
             break

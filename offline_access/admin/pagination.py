@@ -21,6 +21,8 @@ changelist costs a constant number of queries whatever the number of rows.
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import admin
 from django.contrib.admin import helpers
 from django.contrib.admin.views.main import ChangeList
@@ -46,7 +48,7 @@ class LimitedCountPaginator(Paginator):
     @cached_property
     def _counted(self) -> tuple[int, int | None]:
         """(matching rows up to ``limit + 1``, the table's estimated rows on PostgreSQL or None)."""
-        queryset = self.object_list
+        queryset: Any = self.object_list
         if not hasattr(queryset, "query"):  # a list, in tests or from a subclass
             return len(queryset), None
         capped = queryset.order_by().values("pk")[: self.limit + 1]
@@ -141,7 +143,7 @@ class LimitedCountAdminMixin:
     show_full_result_count = False
     if hasattr(admin, "ShowFacets"):  # Django 5.0+; Django 4.2 has no facets
         show_facets = admin.ShowFacets.NEVER
-    paginator = LimitedCountPaginator
+    paginator: type[Paginator] = LimitedCountPaginator
 
     @admin.display(description=mark_safe('<input type="checkbox" id="action-toggle">'))
     def action_checkbox(self, obj):
