@@ -199,7 +199,7 @@ OAUTH2_PROVIDER = {
     "OAUTH_DEVICE_VERIFICATION_URI": os.environ.get("DEMO_BASE_URL", "http://127.0.0.1:8000") + "/o/device/",
 }
 
-# Every key keeps its documented default (see the README's configuration reference).
+# Every key keeps its documented default (see docs/reference/settings.md).
 OFFLINE_ACCESS: dict[str, object] = {}
 
 # The cache behind the device page's attempt limit and DPoP replay protection: shared by

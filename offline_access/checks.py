@@ -78,7 +78,8 @@ def check_settings(app_configs, **kwargs):
         return [
             Error(
                 f"OFFLINE_ACCESS must be a dict, not {type(value).__name__}.",
-                hint="Set OFFLINE_ACCESS = {...} with the keys from the README's configuration reference.",
+                hint="Set OFFLINE_ACCESS = {...} with the keys from the settings reference "
+                "(docs/reference/settings.md).",
                 id="offline_access.E003",
             )
         ]

@@ -54,7 +54,7 @@ DEFAULT_BATCH_SIZE = 1000
 #: what the first two revoked as revoked.
 STEPS = ("consents", "families", "tokens", "dpop")
 
-#: What :func:`delete_expired_tokens` deletes, and what it keeps (README, "Maintenance").
+#: What :func:`delete_expired_tokens` deletes, and what it keeps (docs/howto/maintenance.md).
 RETENTION = """\
 Refresh tokens: only revoked ones, and only when all of these hold:
   - revoked before DOT's REFRESH_TOKEN_GRACE_PERIOD_SECONDS ago (a retry within the

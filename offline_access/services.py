@@ -477,7 +477,7 @@ def covering_consent(user, application) -> QuerySet[Consent]:
     """The active consent a new refresh-token family is issued under (pk only, at most one).
 
     An interactive consent is preferred when both kinds are active: it is the one
-    the user gave most directly. ``user`` and ``application`` may be ``OuterRef``s.
+    the user gave most directly. ``user`` and ``application`` may be ``OuterRef`` expressions.
     """
     return (
         Consent.objects.active()

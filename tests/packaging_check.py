@@ -6,7 +6,9 @@ The wheel must hold every file of the app's source tree (``offline_access/``: co
 migrations, templates, translation catalogues, static files or ``py.typed`` once
 there are any), each ``.po`` catalogue with its compiled ``.mo`` (Django reads only
 the ``.mo``), and nothing from the repository's tests, example site, benchmarks or
-docs. The version in both file names and in the wheel's metadata is
+docs. The sdist holds the app, what builds it, and the documentation's sources
+(``docs/``, without a local build in ``docs/_build/``), so the docs build from it.
+The version in both file names and in the wheel's metadata is
 ``offline_access.__version__``, the one place it is written. Exit status 1 lists
 every problem found.
 
@@ -35,8 +37,12 @@ REQUIRED = (
     f"{PACKAGE}/templates/{PACKAGE}/consent.html",
     f"{PACKAGE}/templates/{PACKAGE}/base.html",
 )
-#: Repository folders that are not part of the published app.
-NOT_PUBLISHED = ("tests/", "example_project/", "benchmarks/", "docs/", ".ci/")
+#: Repository folders that are in neither archive.
+NOT_PUBLISHED = ("tests/", "example_project/", "benchmarks/", ".ci/")
+#: The documentation's sources: in the sdist, never in the wheel.
+DOCS = "docs/"
+#: A local documentation build (``python -m sphinx docs docs/_build/html``), never shipped.
+DOCS_BUILD = "docs/_build/"
 #: Besides the app: what an sdist must carry to build the wheel and describe it.
 SDIST_EXTRA = ("pyproject.toml", "README.md", "CHANGELOG.md", "PKG-INFO")
 
@@ -61,6 +67,18 @@ def source_files(root: Path = ROOT) -> set[str]:
     }
 
 
+def docs_files(root: Path = ROOT) -> set[str]:
+    """The documentation's source files, as MANIFEST.in grafts them: ``docs/`` minus a local build."""
+    return {
+        relative
+        for path in (root / DOCS).rglob("*")
+        if path.is_file()
+        and not (relative := path.relative_to(root).as_posix()).startswith(DOCS_BUILD)
+        and "__pycache__" not in path.parts
+        and path.suffix not in (".pyc", ".pyo")
+    }
+
+
 def wheel_problems(names: list[str], metadata: str, expected: set[str], version: str) -> list[str]:
     """What is wrong with a wheel holding ``names`` (archive paths) and ``metadata`` (METADATA)."""
     problems = []
@@ -71,7 +89,7 @@ def wheel_problems(names: list[str], metadata: str, expected: set[str], version:
     for name in sorted(expected - present - set(REQUIRED)):
         problems.append(f"wheel: {name} is in the source tree but not in the wheel")
     for name in sorted(present):
-        if name.startswith(NOT_PUBLISHED) or name == "manage.py":
+        if name.startswith((*NOT_PUBLISHED, DOCS)) or name == "manage.py":
             problems.append(f"wheel: {name} is not part of the app")
         elif not name.startswith((f"{PACKAGE}/", dist_info)):
             problems.append(f"wheel: {name} is outside {PACKAGE}/ and {dist_info}")
@@ -86,18 +104,25 @@ def wheel_problems(names: list[str], metadata: str, expected: set[str], version:
     return problems
 
 
-def sdist_problems(names: list[str], expected: set[str], version: str) -> list[str]:
-    """What is wrong with an sdist holding ``names`` (archive paths, with their top folder)."""
+def sdist_problems(
+    names: list[str], expected: set[str], version: str, docs: frozenset[str] | set[str] = frozenset()
+) -> list[str]:
+    """What is wrong with an sdist holding ``names`` (archive paths, with their top folder).
+
+    ``docs`` are the documentation's sources it must carry (:func:`docs_files`).
+    """
     problems = []
     top = f"{DIST_NAME}-{version}/"
     inside = {name[len(top) :] for name in names if name.startswith(top)}
     for name in sorted(set(names) - {top.rstrip("/")} - {top + name for name in inside}):
         problems.append(f"sdist: {name} is outside {top}")
-    for name in sorted((expected | set(SDIST_EXTRA)) - inside):
+    for name in sorted((expected | set(SDIST_EXTRA) | set(docs)) - inside):
         problems.append(f"sdist: {name} is missing")
     for name in sorted(inside):
         if name.startswith(NOT_PUBLISHED) or name == "manage.py":
             problems.append(f"sdist: {name} is not part of the app")
+        elif name.startswith(DOCS_BUILD):
+            problems.append(f"sdist: {name} is a local documentation build (prune it in MANIFEST.in)")
     return problems
 
 
@@ -124,7 +149,7 @@ def check(dist_dir: Path, root: Path = ROOT) -> tuple[list[str], list[str]]:
     if len(sdists) == 1:
         with tarfile.open(sdists[0]) as sdist:
             members = [m.name for m in sdist.getmembers() if not m.isdir()]
-        problems += sdist_problems(members, expected, version)
+        problems += sdist_problems(members, expected, version, docs_files(root))
     return problems, names
 
 
@@ -150,7 +175,7 @@ def main(argv: list[str]) -> int:
     if problems:
         print("\n".join(["", *problems]), file=sys.stderr)
         return 1
-    print("The sdist and the wheel hold the app, its data files and nothing else.")
+    print("The wheel holds the app and its data files, the sdist also the docs' sources; nothing else.")
     return 0
 
 

@@ -465,7 +465,7 @@ def test_a_damaged_key_file_asks_to_sign_in_again(signed_in, site, capsys):
 
 
 def test_a_token_file_from_before_dpop_is_bound_at_its_first_refresh(site, alice, token_path):
-    # What the CLI stored before it used DPoP: a Bearer pair (here demo-native's, from the README flow).
+    # What the CLI stored before it used DPoP: a Bearer pair (here demo-native's, from the documented flow).
     tokens = native_exchange(site, native_code(alice)).json()
     assert tokens["token_type"] == "Bearer"
     assert family_of(tokens["refresh_token"]).dpop_jkt == ""
@@ -518,11 +518,11 @@ def test_token_file_is_replaced_atomically_with_owner_only_permissions(tmp_path)
     assert [p.name for p in path.parent.iterdir()] == ["token.json"]
 
 
-# The native-app flow (README) ----------------------------------------------------------
+# The native-app flow (docs/howto/native-app.md) -----------------------------------------
 
 #: RFC 7636 appendix B's example pair; a real app makes a new one for each sign-in.
 NATIVE_VERIFIER = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"
-#: The README's authorization URL for demo-native (registered as http://127.0.0.1/callback),
+#: The documented authorization URL for demo-native (registered as http://127.0.0.1/callback),
 #: the app listening on port 53123.
 NATIVE_AUTHORIZATION_URL = (
     "http://127.0.0.1:8000/o/authorize/?response_type=code&client_id=demo-native"
@@ -533,7 +533,7 @@ NATIVE_AUTHORIZATION_URL = (
 
 
 def native_code(user, extra: str = "") -> str:
-    """The code the README's authorization URL (plus ``extra`` parameters) brings back once allowed."""
+    """The code the documented authorization URL (plus ``extra`` parameters) brings back once allowed."""
     browser = Client()
     browser.force_login(user)
     url = NATIVE_AUTHORIZATION_URL.removeprefix("http://127.0.0.1:8000") + extra
@@ -568,7 +568,7 @@ def test_native_app_readme_url_gets_a_code_on_any_loopback_port_and_offline_toke
     params = {key: values[0] for key, values in parse_qs(location.query).items()}
     assert params["state"] == "af0ifjsldkj"
 
-    # The README's token exchange (the form a curl -d would send).
+    # The documented token exchange (the form a curl -d would send).
     response = requests.post(
         f"{site}/o/token/",
         data={

@@ -19,6 +19,7 @@ WHEEL = f"django_offline_access-{VERSION}-py3-none-any.whl"
 SDIST = f"django_offline_access-{VERSION}.tar.gz"
 DIST_INFO = f"django_offline_access-{VERSION}.dist-info"
 EXPECTED = packaging_check.source_files()
+DOCS = packaging_check.docs_files()
 
 
 def metadata(version: str = VERSION) -> str:
@@ -43,7 +44,7 @@ def write_sdist(path, names) -> None:
 def dist(tmp_path):
     """A dist folder holding a correct wheel and sdist of the source tree."""
     write_wheel(tmp_path / WHEEL, sorted(EXPECTED))
-    write_sdist(tmp_path / SDIST, sorted(EXPECTED | set(packaging_check.SDIST_EXTRA)))
+    write_sdist(tmp_path / SDIST, sorted(EXPECTED | set(packaging_check.SDIST_EXTRA) | DOCS))
     return tmp_path
 
 
@@ -54,6 +55,14 @@ def test_the_version_has_one_source():
 def test_the_source_tree_holds_templates_and_migrations():
     assert set(packaging_check.REQUIRED) <= EXPECTED
     assert not any("__pycache__" in name for name in EXPECTED)
+
+
+def test_the_docs_sources_are_found_without_a_local_build(tmp_path):
+    assert {"docs/conf.py", "docs/index.md"} <= DOCS
+    (tmp_path / "docs" / "_build" / "html").mkdir(parents=True)
+    (tmp_path / "docs" / "_build" / "html" / "index.html").write_text("")
+    (tmp_path / "docs" / "index.md").write_text("")
+    assert packaging_check.docs_files(tmp_path) == {"docs/index.md"}
 
 
 def test_a_complete_build_passes(dist):
@@ -76,7 +85,14 @@ def test_missing_migrations_fail(dist):
 
 
 @pytest.mark.parametrize(
-    "stray", ["tests/test_checks.py", "example_project/settings.py", "benchmarks/harness.py", "manage.py"]
+    "stray",
+    [
+        "tests/test_checks.py",
+        "example_project/settings.py",
+        "benchmarks/harness.py",
+        "docs/conf.py",
+        "manage.py",
+    ],
 )
 def test_repository_files_in_the_wheel_fail(dist, stray):
     write_wheel(dist / WHEEL, sorted(EXPECTED | {stray}))
@@ -85,13 +101,28 @@ def test_repository_files_in_the_wheel_fail(dist, stray):
 
 
 def test_tests_in_the_sdist_fail(dist):
-    write_sdist(dist / SDIST, sorted(EXPECTED | set(packaging_check.SDIST_EXTRA) | {"tests/test_checks.py"}))
+    write_sdist(
+        dist / SDIST, sorted(EXPECTED | set(packaging_check.SDIST_EXTRA) | DOCS | {"tests/test_checks.py"})
+    )
     problems, _ = packaging_check.check(dist)
     assert problems == ["sdist: tests/test_checks.py is not part of the app"]
 
 
+def test_an_sdist_without_the_docs_fails(dist):
+    write_sdist(dist / SDIST, sorted(EXPECTED | set(packaging_check.SDIST_EXTRA) | (DOCS - {"docs/conf.py"})))
+    problems, _ = packaging_check.check(dist)
+    assert problems == ["sdist: docs/conf.py is missing"]
+
+
+def test_a_local_docs_build_in_the_sdist_fails(dist):
+    stray = "docs/_build/html/index.html"
+    write_sdist(dist / SDIST, sorted(EXPECTED | set(packaging_check.SDIST_EXTRA) | DOCS | {stray}))
+    problems, _ = packaging_check.check(dist)
+    assert problems == [f"sdist: {stray} is a local documentation build (prune it in MANIFEST.in)"]
+
+
 def test_sdist_without_changelog_fails(dist):
-    write_sdist(dist / SDIST, sorted(EXPECTED | {"pyproject.toml", "README.md", "PKG-INFO"}))
+    write_sdist(dist / SDIST, sorted(EXPECTED | DOCS | {"pyproject.toml", "README.md", "PKG-INFO"}))
     problems, _ = packaging_check.check(dist)
     assert problems == ["sdist: CHANGELOG.md is missing"]
 
