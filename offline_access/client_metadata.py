@@ -62,7 +62,9 @@ def page_uri_error(value: str) -> str | None:
 
 def is_safe_page_uri(value: str | None) -> bool:
     """Whether ``value`` may be put in a page as a client's logo ``src`` or link ``href``."""
-    return bool(value) and page_uri_error(value) is None  # type: ignore[arg-type]
+    if not value:
+        return False
+    return page_uri_error(value) is None
 
 
 def validate_page_uri(value: str) -> None:

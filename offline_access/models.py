@@ -578,8 +578,9 @@ class ClientPolicy(models.Model):
 
     # What the consent screen shows of the client besides its name (issue 13), under the
     # names of OIDC Dynamic Client Registration 1.0, section 2. Checked when saved and
-    # again when shown (offline_access.client_metadata).
-    logo_uri = models.URLField(
+    # again when shown (offline_access.client_metadata). CharField, not URLField: the
+    # rule is the app's own (https only), and forms do not guess a scheme.
+    logo_uri = models.CharField(
         _("logo"),
         max_length=PAGE_URI_MAX_LENGTH,
         blank=True,
@@ -589,21 +590,21 @@ class ClientPolicy(models.Model):
             "client's name, never instead of it. Leave empty for no logo."
         ),
     )
-    client_uri = models.URLField(
+    client_uri = models.CharField(
         _("home page"),
         max_length=PAGE_URI_MAX_LENGTH,
         blank=True,
         validators=[validate_page_uri],
         help_text=_("The client's home page (https://), linked from the consent screen."),
     )
-    policy_uri = models.URLField(
+    policy_uri = models.CharField(
         _("privacy policy"),
         max_length=PAGE_URI_MAX_LENGTH,
         blank=True,
         validators=[validate_page_uri],
         help_text=_("How the client uses people's data (https://), linked from the consent screen."),
     )
-    tos_uri = models.URLField(
+    tos_uri = models.CharField(
         _("terms of service"),
         max_length=PAGE_URI_MAX_LENGTH,
         blank=True,

@@ -17,7 +17,7 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name="clientpolicy",
             name="client_uri",
-            field=models.URLField(
+            field=models.CharField(
                 blank=True,
                 help_text="The client's home page (https://), linked from the consent screen.",
                 max_length=1024,
@@ -28,7 +28,7 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name="clientpolicy",
             name="logo_uri",
-            field=models.URLField(
+            field=models.CharField(
                 blank=True,
                 help_text="Address of the client's logo (https://), shown small on the consent screen next to the client's name, never instead of it. Leave empty for no logo.",
                 max_length=1024,
@@ -39,7 +39,7 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name="clientpolicy",
             name="policy_uri",
-            field=models.URLField(
+            field=models.CharField(
                 blank=True,
                 help_text="How the client uses people's data (https://), linked from the consent screen.",
                 max_length=1024,
@@ -50,7 +50,7 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name="clientpolicy",
             name="tos_uri",
-            field=models.URLField(
+            field=models.CharField(
                 blank=True,
                 help_text="The client's terms of service (https://), linked from the consent screen.",
                 max_length=1024,
