@@ -84,8 +84,8 @@ def switch_account(request):
                 "error": {
                     "error": "invalid_request",
                     "description": _(
-                        "This sign-out link is no longer valid. Go back to the application and start "
-                        "signing in again."
+                        "This request to switch accounts is no longer valid, and you were not signed out. "
+                        "Go back to the application and start again."
                     ),
                 }
             },
