@@ -45,8 +45,12 @@ def switch_account_url() -> str | None:
 
 
 def signed_return_path(request) -> str:
-    """The authorization request being shown, signed for the "Not you?" form."""
-    return signing.dumps(request.get_full_path(), salt=_SALT)
+    """The authorization request being shown, signed for the "Not you?" form.
+
+    Compressed, as the consent form's own signed request is: a request repeating a
+    scope name for 100 KB stays a small page.
+    """
+    return signing.dumps(request.get_full_path(), salt=_SALT, compress=True)
 
 
 def verified_return_path(request, value: str) -> str | None:

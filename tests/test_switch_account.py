@@ -263,3 +263,17 @@ def test_the_first_users_consent_form_cannot_be_used_by_the_second(user, other_u
 
     assert response.status_code == 400
     assert not get_grant_model().objects.exists()
+
+
+def test_switch_account_under_login_required_middleware_sends_a_visitor_back_to_the_request(
+    user, application, login_required_middleware
+):
+    """The middleware would send an anonymous POST to log in and come back to a GET (405)."""
+    browser = logged_in_browser(user)
+    url = authorize_url(application, prompt="consent")
+    form = SwitchForm(browser.get(url).content.decode())
+    browser.logout()
+
+    response = browser.post(form.action, form.fields)
+
+    assert next_of(response) == url
