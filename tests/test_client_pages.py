@@ -398,3 +398,37 @@ def test_admin_never_renders_a_stored_address_as_a_link(application, admin_clien
         assert urlsplit(url.strip()).scheme in ("", "https", "http"), url
     # Shown as the text it is, in a text input, for the administrator to correct.
     assert page.find("input", type="url", value=HOSTILE["logo_uri"])
+
+
+# Connected apps ------------------------------------------------------------------------------------
+
+
+def test_connected_apps_page_shows_logo_and_pages_without_another_query(
+    browser, user, application, django_assert_num_queries
+):
+    from . import factories
+    from .test_connected_apps import CONNECTED_APPS_QUERIES
+
+    record_pages(application)
+    without_pages = factories.ApplicationFactory(name="Backup Tool")
+    hostile = factories.ApplicationFactory(name="Zz Hostile")
+    for client in (application, without_pages, hostile):
+        factories.ConsentFactory(user=user, application=client)
+    ClientPolicy.objects.create(application=hostile)
+    ClientPolicy.objects.filter(application=hostile).update(**HOSTILE)
+
+    with django_assert_num_queries(CONNECTED_APPS_QUERIES):
+        response = browser.get("/o/connected-apps/")
+
+    assert response.status_code == 200
+    page = Elements(response.content.decode())
+    # One logo (decorative there: the name is the heading beside it), no hostile address anywhere.
+    assert [(logo["src"], logo["alt"], logo["referrerpolicy"]) for logo in page.find("img")] == [
+        (LOGO, "", "no-referrer")
+    ]
+    links = page.find("a", target="_blank")
+    assert [link["href"] for link in links] == [HOME, PRIVACY, TERMS]
+    assert all({"noopener", "noreferrer"} <= set(link["rel"].split()) for link in links)
+    for url in page.urls():
+        assert urlsplit(url.strip()).scheme in ("", "https", "http"), url
+    assert "javascript:" not in response.content.decode().lower()
