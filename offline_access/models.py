@@ -515,7 +515,8 @@ def _bar_clients(applications, *, actor=None, via: str = ConsentEvent.Via.COMMAN
 
 
 class ClientPolicy(models.Model):
-    """Offline-access rules of one client, overriding the global settings.
+    """Offline-access rules of one client, overriding the global settings, and what the
+    consent screen shows of the client besides its name (logo and pages, issue 13).
 
     A client without a row follows the defaults: it may get offline access, with
     ``OFFLINE_ACCESS["REFRESH_TOKEN_IDLE_TIMEOUT"]`` and
