@@ -23,6 +23,7 @@ from django.views.decorators.http import require_http_methods, require_safe
 from oauth2_provider.scopes import get_scopes_backend
 
 from . import services
+from .client_metadata import ClientPages, client_pages
 from .models import Consent, ConsentEvent, OfflineTokenFamily
 
 #: Stored with the revocation event (SPEC C4); the audit trail is not translated.
@@ -57,6 +58,8 @@ class ConnectedApp:
     scope_names: list[str] = field(default_factory=list)
     scopes: list[tuple[str, str]] = field(default_factory=list)
     devices: list[OfflineTokenFamily] = field(default_factory=list)
+    #: Its logo and pages, as safe to show (:mod:`offline_access.client_metadata`).
+    pages: ClientPages = field(default_factory=ClientPages)
 
 
 def _connected_apps(consents, devices) -> list[ConnectedApp]:
@@ -72,6 +75,7 @@ def _connected_apps(consents, devices) -> list[ConnectedApp]:
                 consent_id=consent.pk,
                 granted_at=consent.granted_at,
                 last_used=consent.last_used,
+                pages=client_pages(consent.application),
             )
         elif consent.last_used and (app.last_used is None or consent.last_used > app.last_used):
             app.last_used = consent.last_used
@@ -94,7 +98,8 @@ def connected_apps(request: HttpRequest) -> HttpResponse:
     active = Consent.objects.active().filter(user_id=_user_id(request))
     consents = (
         active.with_usage()
-        .select_related("application")
+        # The client's policy in the same query: its logo and pages (issue 13).
+        .select_related("application", "application__offline_access_policy")
         .order_by("application__name", "application_id", "-granted_at", "-pk")
     )
     devices = (

@@ -50,6 +50,7 @@ from oauthlib.openid.connect.core.grant_types.base import GrantTypeBase as OpenI
 from . import (
     OFFLINE_ACCESS_SCOPE,
     authentication,
+    client_metadata,
     dpop,
     hardening,
     metadata,
@@ -501,6 +502,9 @@ class OfflineAccessDeviceConfirmView(LoginRequiredMixin, FormView):
                 offline_access=OFFLINE_ACCESS_SCOPE in scopes,
                 # RFC 8628 5.4: the remote-phishing warning, on this page only.
                 device_flow=True,
+                # Loaded already by the offline-access check above: no query. No "Not you?"
+                # here: the code stays claimed by the account that typed it.
+                client_pages=client_metadata.client_pages(application),
             )
         )
 

@@ -19,6 +19,8 @@ from django.utils.translation import gettext_lazy as _
 from oauth2_provider.models import get_refresh_token_model
 from oauth2_provider.settings import oauth2_settings
 
+from .client_metadata import PAGE_URI_MAX_LENGTH, validate_page_uri
+
 if TYPE_CHECKING:
     from .services import RevocationResult
 
@@ -513,7 +515,8 @@ def _bar_clients(applications, *, actor=None, via: str = ConsentEvent.Via.COMMAN
 
 
 class ClientPolicy(models.Model):
-    """Offline-access rules of one client, overriding the global settings.
+    """Offline-access rules of one client, overriding the global settings, and what the
+    consent screen shows of the client besides its name (logo and pages, issue 13).
 
     A client without a row follows the defaults: it may get offline access, with
     ``OFFLINE_ACCESS["REFRESH_TOKEN_IDLE_TIMEOUT"]`` and
@@ -572,6 +575,42 @@ class ClientPolicy(models.Model):
             "proof (RFC 9449): a public client's refresh tokens are then always bound to its key, "
             "and every access token is DPoP-bound. Requests without a proof get invalid_dpop_proof."
         ),
+    )
+
+    # What the consent screen shows of the client besides its name (issue 13), under the
+    # names of OIDC Dynamic Client Registration 1.0, section 2. Checked when saved and
+    # again when shown (offline_access.client_metadata). CharField, not URLField: the
+    # rule is the app's own (https only), and forms do not guess a scheme.
+    logo_uri = models.CharField(
+        _("logo"),
+        max_length=PAGE_URI_MAX_LENGTH,
+        blank=True,
+        validators=[validate_page_uri],
+        help_text=_(
+            "Address of the client's logo (https://), shown small on the consent screen next to the "
+            "client's name, never instead of it. Leave empty for no logo."
+        ),
+    )
+    client_uri = models.CharField(
+        _("home page"),
+        max_length=PAGE_URI_MAX_LENGTH,
+        blank=True,
+        validators=[validate_page_uri],
+        help_text=_("The client's home page (https://), linked from the consent screen."),
+    )
+    policy_uri = models.CharField(
+        _("privacy policy"),
+        max_length=PAGE_URI_MAX_LENGTH,
+        blank=True,
+        validators=[validate_page_uri],
+        help_text=_("How the client uses people's data (https://), linked from the consent screen."),
+    )
+    tos_uri = models.CharField(
+        _("terms of service"),
+        max_length=PAGE_URI_MAX_LENGTH,
+        blank=True,
+        validators=[validate_page_uri],
+        help_text=_("The client's terms of service (https://), linked from the consent screen."),
     )
 
     objects = ClientPolicyQuerySet.as_manager()

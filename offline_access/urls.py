@@ -23,7 +23,7 @@ from django.urls import URLPattern, path, re_path
 from oauth2_provider import urls as dot_urls
 from oauth2_provider import views as dot_views
 
-from . import connected_apps, device, dpop, hardening, introspection, views
+from . import connected_apps, device, dpop, hardening, introspection, switch_account, views
 
 app_name = "oauth2_provider"
 
@@ -133,4 +133,5 @@ urlpatterns += [
         connected_apps.revoke_connected_device,
         name="connected-apps-revoke-device",
     ),
+    path("switch-account/", switch_account.switch_account, name="switch-account"),
 ]

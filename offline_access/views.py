@@ -44,7 +44,17 @@ from oauthlib.openid.connect.core.exceptions import (
     RequestURINotSupported,
 )
 
-from . import OFFLINE_ACCESS_SCOPE, authentication, dpop, languages, metadata, policy, services
+from . import (
+    OFFLINE_ACCESS_SCOPE,
+    authentication,
+    client_metadata,
+    dpop,
+    languages,
+    metadata,
+    policy,
+    services,
+    switch_account,
+)
 from .conf import settings
 from .forms import ConsentForm, new_form_identity, sign_consent_request
 from .hardening import has_nul_byte
@@ -301,6 +311,10 @@ class OfflineAccessAuthorizationView(AuthorizationView):
             application=application,
             scopes=[(scope, descriptions.get(scope, scope)) for scope in scopes],
             offline_access=OFFLINE_ACCESS_SCOPE in scopes,
+            # Loaded already by the offline-access check above: no query.
+            client_pages=client_metadata.client_pages(application),
+            switch_account_url=switch_account.switch_account_url(),
+            switch_account_next=switch_account.signed_return_path(self.request),
         )
         return self.render_to_response(context)
 

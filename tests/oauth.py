@@ -130,15 +130,27 @@ class _HiddenInputs(HTMLParser):
     def __init__(self):
         super().__init__()
         self.values: dict[str, str] = {}
+        self._in_other_form = False
 
     def handle_starttag(self, tag, attrs):
         attributes = dict(attrs)
+        if tag == "form":
+            self._in_other_form = bool(attributes.get("action"))
+        if self._in_other_form:
+            return
         if tag == "input" and attributes.get("type") == "hidden" and attributes.get("name"):
             self.values[attributes["name"]] = attributes.get("value") or ""
 
+    def handle_endtag(self, tag):
+        if tag == "form":
+            self._in_other_form = False
+
 
 def hidden_inputs(html: str) -> dict[str, str]:
-    """The hidden fields of a page's forms, as a browser would post them."""
+    """The hidden fields of the page's form that posts back to it, as a browser would post them.
+
+    Forms posting elsewhere (the consent screen's "Not you? Switch account") are left out.
+    """
     parser = _HiddenInputs()
     parser.feed(html)
     return parser.values

@@ -32,13 +32,21 @@ NOTICE_TEXT = "will keep this access even when you are offline or signed out"
 
 
 class Page(HTMLParser):
-    """The parts of a rendered page these tests look at."""
+    """The parts of a rendered page these tests look at.
+
+    ``submits`` and ``hidden`` are the consent form's (the form posting back to the
+    authorization endpoint, with no action); other forms' (the "Not you? Switch
+    account" form, issue 13) are in ``other_submits`` and ``other_hidden``.
+    """
 
     def __init__(self, html: str) -> None:
         super().__init__(convert_charrefs=True)
         self.forms: list[dict[str, str]] = []
         self.submits: list[dict] = []
         self.hidden: dict[str, str] = {}
+        self.other_submits: list[dict] = []
+        self.other_hidden: dict[str, str] = {}
+        self._in_other_form = False
         self.urls: list[tuple[str, str, str]] = []  # (tag, attribute, value)
         self.scripts_with_src: list[str] = []
         self.text_parts: list[str] = []
@@ -55,20 +63,25 @@ class Page(HTMLParser):
             self.scripts_with_src.append(attributes["src"])
         if tag == "form":
             self.forms.append(attributes)
+            self._in_other_form = bool(attributes.get("action"))
+        submits = self.other_submits if self._in_other_form else self.submits
+        hidden = self.other_hidden if self._in_other_form else self.hidden
         if tag == "button" and attributes.get("type", "submit") == "submit":
             self._button = {**attributes, "text": ""}
         if tag == "input":
             kind = attributes.get("type", "text")
             if kind in ("submit", "image"):
-                self.submits.append({**attributes, "text": attributes.get("value", "")})
+                submits.append({**attributes, "text": attributes.get("value", "")})
             if kind == "hidden":
-                self.hidden[attributes.get("name", "")] = attributes.get("value", "")
+                hidden[attributes.get("name", "")] = attributes.get("value", "")
 
     def handle_endtag(self, tag):
         if tag == "button" and self._button is not None:
             self._button["text"] = " ".join(self._button["text"].split())
-            self.submits.append(self._button)
+            (self.other_submits if self._in_other_form else self.submits).append(self._button)
             self._button = None
+        if tag == "form":
+            self._in_other_form = False
 
     def handle_data(self, data):
         if self._button is not None:
@@ -157,15 +170,22 @@ def test_screen_has_exactly_two_submit_buttons_allow_and_deny(browser, applicati
         ("decision", "allow"),
         ("decision", "deny"),
     ]
+    # The one other button is "Not you?" in its own form: it decides nothing (issue 13).
+    assert [button["text"] for button in page.other_submits] == ["Not you? Switch account"]
+    assert "name" not in page.other_submits[0]
 
 
 def test_screen_is_one_post_form_to_the_authorization_endpoint(browser, application):
     _response, page = show_screen(browser, application, prompt="consent")
-    assert len(page.forms) == 1
-    form = page.forms[0]
+    consent_forms = [form for form in page.forms if not form.get("action")]
+    assert len(consent_forms) == 1
+    form = consent_forms[0]
     assert form["method"].lower() == "post"
-    # No action: the form posts back to the URL it was served from.
-    assert form.get("action", "") == ""
+    # No action: the form posts back to the URL it was served from. The only other
+    # form is "Not you? Switch account" (issue 13), also a POST.
+    assert [(other["method"], other["action"]) for other in page.forms if other is not form] == [
+        ("post", "/o/switch-account/")
+    ]
 
 
 def test_screen_carries_a_csrf_token_and_only_the_signed_request(browser, application):
@@ -173,6 +193,8 @@ def test_screen_carries_a_csrf_token_and_only_the_signed_request(browser, applic
     assert set(page.hidden) == {"csrfmiddlewaretoken", "request"}
     assert len(page.hidden["csrfmiddlewaretoken"]) >= 32
     assert page.hidden["request"] == response.context["form"].initial["request"]
+    # "Not you?" carries its own CSRF token and the signed way back, nothing else.
+    assert set(page.other_hidden) == {"csrfmiddlewaretoken", "next"}
 
 
 def test_screen_loads_nothing_from_elsewhere(browser, application):

@@ -76,11 +76,13 @@ def test_every_endpoint_keeps_dots_login_required_marker():
     app = {pattern.name: _login_required(pattern.callback) for pattern in app_urls.urlpatterns}
     assert {name for name, required in dot.items() if not required} == PROTOCOL_ENDPOINTS
     assert {name: app[name] for name in dot} == dot
-    # The app's own pages are for a signed-in user.
+    # The app's own pages are for a signed-in user; "Not you?" answers a visitor whose
+    # session ended meanwhile itself (to the login page, back to the same request).
     assert {name: required for name, required in app.items() if name not in dot} == {
         "connected-apps": True,
         "connected-apps-revoke": True,
         "connected-apps-revoke-device": True,
+        "switch-account": False,
     }
 
 
@@ -342,6 +344,8 @@ PUBLIC_ROUTES = {
     *(f"offline_access_api:{pattern.name}" for pattern in api_urls.urlpatterns),
     "api-schema",
     "home",
+    # "Not you? Switch account": signs out, and sends anyone to the login page itself.
+    "oauth2_provider:switch-account",
 }
 
 

@@ -197,27 +197,38 @@ def test_compiled_catalogue_says_what_the_po_says(locale, tmp_path):
 
 
 class Page(HTMLParser):
-    """The consent page's language, text and submit buttons' accessible names."""
+    """The consent page's language, text and submit buttons' accessible names.
+
+    ``buttons`` are the consent form's (no action: it posts back); ``other_buttons``
+    those of other forms ("Not you? Switch account", issue 13).
+    """
 
     def __init__(self, html: str) -> None:
         super().__init__(convert_charrefs=True)
         self.lang = ""
         self.buttons: list[str] = []
+        self.other_buttons: list[str] = []
         self.text_parts: list[str] = []
         self._button: list[str] | None = None
+        self._in_other_form = False
         self.feed(html)
 
     def handle_starttag(self, tag, attrs):
         attributes = dict(attrs)
         if tag == "html":
             self.lang = attributes.get("lang") or ""
+        if tag == "form":
+            self._in_other_form = bool(attributes.get("action"))
         if tag == "button":
             self._button = []
 
     def handle_endtag(self, tag):
         if tag == "button" and self._button is not None:
-            self.buttons.append(" ".join("".join(self._button).split()))
+            name = " ".join("".join(self._button).split())
+            (self.other_buttons if self._in_other_form else self.buttons).append(name)
             self._button = None
+        if tag == "form":
+            self._in_other_form = False
 
     def handle_data(self, data):
         if self._button is not None:
@@ -248,6 +259,8 @@ def test_consent_screen_renders_in_each_language(browser, application, language)
     assert in_language(language, "Keep access while you are away (offline access)") in page.text
     assert page.buttons == [in_language(language, "Allow"), in_language(language, "Deny")]
     assert "Allow" not in page.buttons and "Deny" not in page.buttons
+    assert page.other_buttons == [in_language(language, "Not you? Switch account")]
+    assert page.other_buttons != ["Not you? Switch account"]
 
 
 def test_consent_screen_in_english_keeps_the_contracts_button_names(browser, application):

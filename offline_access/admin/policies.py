@@ -7,6 +7,7 @@ from django.contrib import admin, messages
 from django.utils.translation import gettext_lazy as _
 from oauth2_provider.models import get_application_model
 
+from ..client_metadata import PAGE_FIELDS
 from ..models import ClientPolicy, ConsentEvent
 
 
@@ -19,7 +20,10 @@ class ClientPolicyForm(forms.ModelForm):
             "refresh_token_idle_timeout",
             "refresh_token_absolute_lifetime",
             "require_dpop",
+            # Shown on the consent screen (issue 13); plain text inputs, never rendered as links here.
+            *PAGE_FIELDS,
         )
+        widgets = {name: forms.URLInput(attrs={"size": 60}) for name in PAGE_FIELDS}
         help_texts = {
             # Says what unticking the box does before the administrator saves.
             "allow_offline_access": _(
