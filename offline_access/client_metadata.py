@@ -47,6 +47,8 @@ def page_uri_error(value: str) -> str | None:
         parts = urlsplit(value)
     except (ValidationError, ValueError):
         return str(_("Enter a full https:// address, for example https://example.com/privacy."))
+    if _ascii_host(parts.hostname) is None:
+        return str(_("Enter a full https:// address, for example https://example.com/privacy."))
     if parts.username is not None or parts.password is not None or "@" in parts.netloc:
         # https://bank.example@evil.example/ reads as the bank's address and is not.
         return str(_("The address must not contain a user name or password."))
@@ -58,6 +60,16 @@ def page_uri_error(value: str) -> str | None:
     return str(
         _("Use an https:// address (plain http is accepted only for localhost, and only while DEBUG is on).")
     )
+
+
+def _ascii_host(hostname: str | None) -> str | None:
+    """``hostname`` in its IDNA (punycode) form, or None when it has none."""
+    if not hostname:
+        return None
+    try:
+        return hostname.encode("idna").decode("ascii")
+    except UnicodeError:
+        return None
 
 
 def is_safe_page_uri(value: str | None) -> bool:
@@ -85,8 +97,12 @@ class ClientPages:
 
     @property
     def client_host(self) -> str | None:
-        """The home page's host, shown next to its link so the user sees where it leads."""
-        return urlsplit(self.client_uri).hostname if self.client_uri else None
+        """The home page's host, shown next to its link so the user sees where it leads.
+
+        In its ASCII (punycode) form, as browsers show mixed-script hosts: in Unicode a
+        look-alike host (a Cyrillic "а" in "pаypal") reads as the real one.
+        """
+        return _ascii_host(urlsplit(self.client_uri).hostname) if self.client_uri else None
 
     @property
     def has_links(self) -> bool:

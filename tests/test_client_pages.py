@@ -432,3 +432,18 @@ def test_connected_apps_page_shows_logo_and_pages_without_another_query(
     for url in page.urls():
         assert urlsplit(url.strip()).scheme in ("", "https", "http"), url
     assert "javascript:" not in response.content.decode().lower()
+
+
+def test_screen_shows_an_internationalised_host_as_punycode(browser, application):
+    """A look-alike host (Cyrillic "а" in "pаypal") reads as the real one in Unicode.
+
+    The link text is what the user checks before following it, so the host is shown
+    in its ASCII form, as browsers do for mixed-script hosts.
+    """
+    record_pages(application, client_uri="https://p\u0430ypal.example/")
+
+    response = browser.get(authorize_url(application, prompt="consent"))
+    text = " ".join(response.content.decode().split())
+
+    assert "Website (xn--pypal-4ve.example)" in text
+    assert "Website (p\u0430ypal" not in text
