@@ -33,6 +33,15 @@ def _count(queryset):
     return Coalesce(Subquery(counted), 0)
 
 
+class _CountUpTo(Subquery):
+    """A scalar subquery counting at most ``limit`` of ``queryset``'s rows (a bounded count)."""
+
+    template = "(SELECT COUNT(*) FROM (%(subquery)s) AS bounded)"
+
+    def __init__(self, queryset, limit: int):
+        super().__init__(queryset.order_by().values("pk")[:limit], output_field=models.IntegerField())
+
+
 class ConsentQuerySet(models.QuerySet):
     """Consents; ``update()`` and ``bulk_create()`` keep :attr:`Consent.active_slot` in step with status."""
 
@@ -67,16 +76,19 @@ class ConsentQuerySet(models.QuerySet):
             return self.filter(status=Consent.Status.REVOKED)
         raise ValueError(f"Unknown consent state {state!r}.")
 
-    def with_usage(self):
+    def with_usage(self, count_up_to: int | None = None):
         """Annotate ``live_tokens`` (unrevoked refresh tokens) and ``last_used`` (latest issue).
 
         Correlated subqueries, so a page of consents costs one query however many
-        rows it shows.
+        rows it shows. ``count_up_to``: count at most that many live tokens plus one
+        (``live_tokens > count_up_to`` then means "more"), so a consent behind
+        thousands of devices costs its row a bounded count.
         """
         families = OfflineTokenFamily.objects.filter(consent=OuterRef(OuterRef("pk")))
         tokens = _refresh_tokens_of_families(families)
+        live = tokens.filter(revoked__isnull=True)
         return self.annotate(
-            live_tokens=_count(tokens.filter(revoked__isnull=True)),
+            live_tokens=_count(live) if count_up_to is None else _CountUpTo(live, count_up_to + 1),
             last_used=Subquery(tokens.order_by("-created").values("created")[:1]),
         )
 
