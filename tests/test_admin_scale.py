@@ -331,3 +331,40 @@ def test_token_family_changelist_counts_at_most_a_thousand(admin_client):
     populate(3)
     paginator = admin_client.get(reverse(FAMILIES)).context["cl"].paginator
     assert paginator.limit == 1_000
+
+
+def test_token_family_changelist_states_and_expiries_follow_each_clients_policy(admin_client, user):
+    from datetime import timedelta
+
+    from offline_access.models import ClientPolicy
+
+    from .factories import ConsentFactory
+    from .test_admin import add_token_families
+
+    strict, default = ConsentFactory(user=user), ConsentFactory(user=user)
+    ClientPolicy.objects.create(
+        application=strict.application,
+        refresh_token_idle_timeout=timedelta(days=1),
+        refresh_token_absolute_lifetime=timedelta(days=10),
+    )
+    add_token_families(strict, 1)
+    add_token_families(default, 2)
+    ended = OfflineTokenFamily.objects.filter(consent=default).order_by("pk").first()
+    OfflineTokenFamily.objects.filter(pk=ended.pk).update(ended_at=ended.created_at)
+    family_admin = admin.site._registry[OfflineTokenFamily]
+    url = reverse(FAMILIES) + "?state=all"
+
+    response = admin_client.get(url)
+
+    rows = response.context["cl"].result_list
+    assert len(rows) == 3
+    for family in rows:
+        idle, absolute = (1, 10) if family.consent_id == strict.pk else (30, 365)
+        assert family_admin.idle_expires(family) == family.last_refreshed + timedelta(days=idle)
+        assert family_admin.absolute_expires(family) == family.created_at + timedelta(days=absolute)
+    cells = {pk: cell(row, "state") for pk, row in rows_of(response).items()}
+    assert cells == {family.pk: "Ended" if family.pk == ended.pk else "Live" for family in rows}
+    german = rows_of(admin_client.get(url, HTTP_ACCEPT_LANGUAGE="de"))
+    assert {pk: cell(row, "state") for pk, row in german.items()} == {
+        pk: {"Ended": "Beendet", "Live": "Gültig"}[state] for pk, state in cells.items()
+    }

@@ -166,6 +166,11 @@ class LimitedCountAdminMixin:
             format_html(_("Select this object for an action - {}"), obj),
         )
 
+    def get_empty_value_display(self):
+        """Django's, without raising and catching an AttributeError for each of a page's cells."""
+        own = getattr(self, "empty_value_display", None)
+        return mark_safe(own if own is not None else self.admin_site.empty_value_display)  # type: ignore[attr-defined]
+
     def get_paginator(self, request, queryset, per_page, orphans=0, allow_empty_first_page=True):
         return LimitedCountPaginator(
             queryset, per_page, orphans, allow_empty_first_page, limit=self.list_count_limit
