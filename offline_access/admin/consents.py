@@ -126,8 +126,8 @@ class ConsentAdminBase(LimitedCountAdminMixin, GatedActionsMixin, admin.ModelAdm
         "end_reason",
     )
 
-    def get_queryset(self, request):
-        return super().get_queryset(request).with_usage(count_up_to=LIVE_TOKENS_SHOWN)
+    def annotate_changelist_rows(self, request, queryset):
+        return queryset.with_usage(count_up_to=LIVE_TOKENS_SHOWN)
 
     def get_search_results(self, request, queryset, search_term):
         # search_fields above, answered table by table (see offline_access.admin.search). The

@@ -73,8 +73,8 @@ class OfflineTokenFamilyAdmin(LimitedCountAdminMixin, GatedActionsMixin, admin.M
         "dpop_jkt",
     )
 
-    def get_queryset(self, request):
-        return super().get_queryset(request).with_activity()
+    def annotate_changelist_rows(self, request, queryset):
+        return queryset.with_activity()
 
     def get_search_results(self, request, queryset, search_term):
         # search_fields above, answered table by table (offline_access.admin.search); a

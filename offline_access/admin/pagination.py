@@ -101,6 +101,12 @@ def _about(number: int) -> int:
 class LimitedCountChangeList(ChangeList):
     """A changelist whose paginator is a :class:`LimitedCountPaginator`, with honest totals."""
 
+    def get_queryset(self, request, *args, **kwargs):
+        # The columns computed per row (LimitedCountAdminMixin.annotate_changelist_rows) only
+        # here: the client filter, the actions and the change pages read get_queryset() too.
+        queryset = super().get_queryset(request, *args, **kwargs)
+        return self.model_admin.annotate_changelist_rows(request, queryset)
+
     def url_for_result(self, result) -> str:
         """Django's link to the row's change page, reversed once per page rather than per row."""
         return url_for_pk(
@@ -165,6 +171,10 @@ class LimitedCountAdminMixin:
             obj.pk,
             format_html(_("Select this object for an action - {}"), obj),
         )
+
+    def annotate_changelist_rows(self, request, queryset):
+        """``queryset`` with what the changelist's columns compute per row (its page's rows only)."""
+        return queryset
 
     def get_empty_value_display(self):
         """Django's, without raising and catching an AttributeError for each of a page's cells."""
