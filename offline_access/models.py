@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
-from django.db import models, router, transaction
+from django.db import connections, models, router, transaction
 from django.db.models import F, Func, OuterRef, Q, Subquery
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -82,13 +82,19 @@ class ConsentQuerySet(models.QuerySet):
         Correlated subqueries, so a page of consents costs one query however many
         rows it shows. ``count_up_to``: count at most that many live tokens plus one
         (``live_tokens > count_up_to`` then means "more"), so a consent behind
-        thousands of devices costs its row a bounded count.
+        thousands of devices costs its row a bounded count. MySQL and MariaDB count
+        them all: they refuse the outer reference inside the bounded count's derived
+        table ("Unknown column").
         """
         families = OfflineTokenFamily.objects.filter(consent=OuterRef(OuterRef("pk")))
         tokens = _refresh_tokens_of_families(families)
         live = tokens.filter(revoked__isnull=True)
+        if count_up_to is not None and connections[self.db].vendor != "mysql":
+            live_tokens: Any = _CountUpTo(live, count_up_to + 1)
+        else:
+            live_tokens = _count(live)
         return self.annotate(
-            live_tokens=_count(live) if count_up_to is None else _CountUpTo(live, count_up_to + 1),
+            live_tokens=live_tokens,
             last_used=Subquery(tokens.order_by("-created").values("created")[:1]),
         )
 

@@ -237,7 +237,8 @@ def test_consent_changelist_counts_live_tokens_up_to_its_bound(monkeypatch, admi
     response = admin_client.get(reverse(CONSENTS))
 
     live = {row.pk: row.live_tokens for row in response.context["cl"].result_list}
-    assert live == {crowded.pk: 3, exact.pk: 2, none.pk: 0}  # counted no further than the bound + 1
+    # Counted no further than the bound + 1 (MySQL and MariaDB count them all: see with_usage).
+    assert live == {crowded.pk: 5 if connection.vendor == "mysql" else 3, exact.pk: 2, none.pk: 0}
     rows = rows_of(response)
     assert cell(rows[crowded.pk], "live_tokens") == "2+"
     assert cell(rows[exact.pk], "live_tokens") == "2"
