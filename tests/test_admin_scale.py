@@ -369,3 +369,18 @@ def test_token_family_changelist_states_and_expiries_follow_each_clients_policy(
     assert {pk: cell(row, "state") for pk, row in german.items()} == {
         pk: {"Ended": "Beendet", "Live": "Gültig"}[state] for pk, state in cells.items()
     }
+
+
+def test_url_for_pk_reverses_each_key_where_a_pattern_refuses_the_marker(settings):
+    from django.urls import NoReverseMatch, clear_url_caches
+
+    from offline_access.admin.links import url_for_pk
+
+    settings.ROOT_URLCONF = "tests.urls_short_ids"
+    clear_url_caches()
+    try:
+        assert url_for_pk("short", 42) == reverse("short", args=[42]) == "/short/42/"
+        with pytest.raises(NoReverseMatch):
+            url_for_pk("short", 12345)
+    finally:
+        clear_url_caches()

@@ -12,7 +12,7 @@ number and puts each row's key in its place. The result is what ``reverse()`` re
 from __future__ import annotations
 
 from django.conf import settings
-from django.urls import get_script_prefix, get_urlconf, reverse
+from django.urls import NoReverseMatch, get_script_prefix, get_urlconf, reverse
 from django.utils.translation import get_language
 
 #: A number no real primary key reaches (within a bigint), so it is found only where the key goes.
@@ -28,7 +28,10 @@ def url_for_pk(viewname: str, pk, current_app: str | None = None) -> str:
     try:
         template = _TEMPLATES[key]
     except KeyError:
-        url = reverse(viewname, args=[int(_MARKER)], current_app=current_app)
+        try:
+            url = reverse(viewname, args=[int(_MARKER)], current_app=current_app)
+        except NoReverseMatch:  # a pattern that refuses the marker: reverse each key itself
+            url = ""
         before, marker, after = url.partition(_MARKER)
         # The marker found once: the URL is the same string around any integer key.
         template = _TEMPLATES[key] = (before, after) if marker and _MARKER not in after else None
