@@ -14,9 +14,9 @@ alternating rounds:
 - the per-user page of the user with 10,000 devices (first page of each list).
 
 Sizes: 1,000,000 consents on PostgreSQL (seeded with ``INSERT ... SELECT
-generate_series``, then VACUUM ANALYZE; 18 minutes on a 2-core machine under heavy
-load, most of it index and foreign-key upkeep), 100,000 on SQLite (``bulk_create`` in
-chunks; ``--scale`` changes either), 60 in quick mode.
+generate_series``, then VACUUM ANALYZE: 296 s on a 2-core machine at a load average of
+about 7, the whole run 8 minutes), 100,000 on SQLite (``bulk_create`` in chunks;
+``--scale`` changes either), 60 in quick mode.
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/offline_access_bench python -m benchmarks --only admin
 """

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
-from django.db import models, router, transaction
+from django.db import connections, models, router, transaction
 from django.db.models import F, Func, OuterRef, Q, Subquery
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -33,6 +33,15 @@ def _count(queryset):
     """A scalar subquery counting ``queryset``'s rows: one query for a whole page of rows."""
     counted = queryset.order_by().annotate(n=Func(F("pk"), function="COUNT")).values("n")
     return Coalesce(Subquery(counted), 0)
+
+
+class _CountUpTo(Subquery):
+    """A scalar subquery counting at most ``limit`` of ``queryset``'s rows (a bounded count)."""
+
+    template = "(SELECT COUNT(*) FROM (%(subquery)s) AS bounded)"
+
+    def __init__(self, queryset, limit: int):
+        super().__init__(queryset.order_by().values("pk")[:limit], output_field=models.IntegerField())
 
 
 class ConsentQuerySet(models.QuerySet):
@@ -69,16 +78,25 @@ class ConsentQuerySet(models.QuerySet):
             return self.filter(status=Consent.Status.REVOKED)
         raise ValueError(f"Unknown consent state {state!r}.")
 
-    def with_usage(self):
+    def with_usage(self, count_up_to: int | None = None):
         """Annotate ``live_tokens`` (unrevoked refresh tokens) and ``last_used`` (latest issue).
 
         Correlated subqueries, so a page of consents costs one query however many
-        rows it shows.
+        rows it shows. ``count_up_to``: count at most that many live tokens plus one
+        (``live_tokens > count_up_to`` then means "more"), so a consent behind
+        thousands of devices costs its row a bounded count. MySQL and MariaDB count
+        them all: they refuse the outer reference inside the bounded count's derived
+        table ("Unknown column").
         """
         families = OfflineTokenFamily.objects.filter(consent=OuterRef(OuterRef("pk")))
         tokens = _refresh_tokens_of_families(families)
+        live = tokens.filter(revoked__isnull=True)
+        if count_up_to is not None and connections[self.db].vendor != "mysql":
+            live_tokens: Any = _CountUpTo(live, count_up_to + 1)
+        else:
+            live_tokens = _count(live)
         return self.annotate(
-            live_tokens=_count(tokens.filter(revoked__isnull=True)),
+            live_tokens=live_tokens,
             last_used=Subquery(tokens.order_by("-created").values("created")[:1]),
         )
 

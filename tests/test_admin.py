@@ -50,14 +50,15 @@ Kind = Consent.Kind
 #: the client filter's choices (an EXISTS per client, at most 100 clients), one bounded
 #: count (at most 10,001 rows; on PostgreSQL with the planner's estimate of the table in the
 #: same query), one page of rows (users, clients, live tokens and last use in the same
-#: query). No second, unfiltered count, no date hierarchy (its DISTINCT scanned every row).
-#: The same for 10 and 1,000 rows (issue 12).
+#: query; live tokens counted up to 101 a row). No second, unfiltered count, no date
+#: hierarchy (its DISTINCT scanned every row). The same for 10 and 1,000 rows (issue 12).
 CONSENT_CHANGELIST_QUERIES = 5
 #: GET of the enduring consents changelist: built like the consents changelist.
 ENDURING_CONSENT_CHANGELIST_QUERIES = 5
 #: GET of the offline token families changelist (live families by default): session, user,
-#: the client filter's choices, the bounded count, one page of rows (users, clients, their
-#: policies, last refresh and live tokens in the same query).
+#: the client filter's choices, the bounded count (at most 1,001 live families: each is tested
+#: for a live refresh token), one page of rows (users, clients, their policies, last refresh
+#: and live tokens in the same query).
 FAMILY_CHANGELIST_QUERIES = 5
 #: GET of the client policies changelist: session, user, the two counts, one page of rows.
 CLIENT_POLICY_CHANGELIST_QUERIES = 5

@@ -208,3 +208,179 @@ def test_only_index_served_columns_sort(admin_client, changelist, sortable):
             "application",
         }, fields
         assert "live_tokens" not in str(ordered.queryset.query.order_by)
+
+
+def rows_of(response) -> dict[int, str]:
+    """Each changelist row's HTML, by primary key."""
+    rows = {}
+    for row in response.content.decode().split("<tr")[1:]:
+        if 'name="_selected_action" value="' in row:
+            rows[int(row.split('name="_selected_action" value="', 1)[1].split('"', 1)[0])] = row
+    return rows
+
+
+def cell(row: str, column: str) -> str:
+    return row.split(f'class="field-{column}', 1)[1].split(">", 1)[1].split("</t", 1)[0]
+
+
+def test_consent_changelist_counts_live_tokens_up_to_its_bound(monkeypatch, admin_client, user):
+    from offline_access.admin import consents as consent_screen
+
+    from .factories import ConsentFactory
+    from .test_admin import add_token_families
+
+    monkeypatch.setattr(consent_screen, "LIVE_TOKENS_SHOWN", 2)
+    crowded, exact, none = (ConsentFactory(user=user) for _ in range(3))  # three clients
+    add_token_families(crowded, 5)
+    add_token_families(exact, 2)
+
+    response = admin_client.get(reverse(CONSENTS))
+
+    live = {row.pk: row.live_tokens for row in response.context["cl"].result_list}
+    # Counted no further than the bound + 1 (MySQL and MariaDB count them all: see with_usage).
+    assert live == {crowded.pk: 5 if connection.vendor == "mysql" else 3, exact.pk: 2, none.pk: 0}
+    rows = rows_of(response)
+    assert cell(rows[crowded.pk], "live_tokens") == "2+"
+    assert cell(rows[exact.pk], "live_tokens") == "2"
+    assert cell(rows[none.pk], "live_tokens") == "0"
+    # The per-user page counts them all.
+    page = admin_client.get(reverse("admin:offline_access_consent_user", args=[user.pk]))
+    assert {consent.pk: consent.live_tokens for consent in page.context["consents"]} == {
+        crowded.pk: 5,
+        exact.pk: 2,
+        none.pk: 0,
+    }
+
+
+def test_consent_changelist_rows_link_to_the_consent_and_to_the_users_page(admin_client):
+    populate(3)
+    response = admin_client.get(reverse(CONSENTS))
+    html = response.content.decode()
+    rows = rows_of(response)
+    assert rows
+    for consent in Consent.objects.filter(pk__in=rows).select_related("user"):
+        row = rows[consent.pk]
+        user_page = reverse("admin:offline_access_consent_user", args=[consent.user_id])
+        assert f'<td class="field-user_link"><a href="{user_page}">{consent.user.username}</a></td>' in row
+        change = reverse("admin:offline_access_consent_change", args=[consent.pk])
+        assert f'<th class="field-kind"><a href="{change}">{consent.get_kind_display()}</a></th>' in row
+    # No link inside a link: a browser drops the outer one (the consent's own page).
+    assert "<a href" not in "".join(part.split("</a>", 1)[0] for part in html.split("<a href")[1:])
+
+
+def test_token_family_changelist_links_each_device_to_its_consent_and_user(
+    admin_client, django_assert_num_queries
+):
+    populate(3)
+    with django_assert_num_queries(FAMILY_CHANGELIST_QUERIES):
+        response = admin_client.get(reverse(FAMILIES) + "?state=all")
+    rows = rows_of(response)
+    families = OfflineTokenFamily.objects.filter(pk__in=rows)
+    assert families.exclude(consent=None).exists()
+    for family in families:
+        row = rows[family.pk]
+        change = reverse("admin:offline_access_offlinetokenfamily_change", args=[family.pk])
+        assert f'<th class="field-family"><a href="{change}?_changelist_filters=state%3Dall">' in row
+        user_page = reverse("admin:offline_access_consent_user", args=[family.user_id])
+        assert f'<a href="{user_page}">' in cell(row, "user_link")
+        if family.consent_id is not None:
+            consent = reverse("admin:offline_access_consent_change", args=[family.consent_id])
+            assert cell(row, "consent_link") == f'<a href="{consent}">#{family.consent_id}</a>'
+
+
+def test_changelist_links_follow_the_script_prefix_of_each_request(admin_client):
+    """The links are reversed once and reused: never with another request's prefix."""
+    from django.urls import set_script_prefix
+
+    populate(3)
+    consent = Consent.objects.filter(kind=Consent.Kind.INTERACTIVE).order_by("-granted_at", "-pk").first()
+    changelist = reverse(CONSENTS)
+    plain = rows_of(admin_client.get(changelist))[consent.pk]
+    try:
+        set_script_prefix("/idp/")  # as a WSGI server mounting the site under /idp sets it
+        mounted = rows_of(admin_client.get(changelist))[consent.pk]
+    finally:
+        set_script_prefix("/")
+    for name, args in [
+        ("admin:offline_access_consent_change", [consent.pk]),
+        ("admin:offline_access_consent_user", [consent.user_id]),
+    ]:
+        url = reverse(name, args=args)
+        assert f'href="{url}"' in plain
+        assert f'href="/idp{url}"' in mounted and f'href="{url}"' not in mounted
+
+
+def test_url_for_pk_is_reverse():
+    from django.urls import set_script_prefix
+
+    from offline_access.admin.links import url_for_pk
+
+    name = "admin:offline_access_consent_change"
+    for pk in (1, 42, 10**12, -3):
+        assert url_for_pk(name, pk) == reverse(name, args=[pk])
+    # Not an integer: reverse()'s own quoting, every time.
+    assert url_for_pk(name, "a b/c") == reverse(name, args=["a b/c"])
+    try:
+        set_script_prefix("/mounted/")
+        assert url_for_pk(name, 7) == reverse(name, args=[7])
+        assert url_for_pk(name, 7).startswith("/mounted/admin/")
+    finally:
+        set_script_prefix("/")
+
+
+def test_token_family_changelist_counts_at_most_a_thousand(admin_client):
+    populate(3)
+    paginator = admin_client.get(reverse(FAMILIES)).context["cl"].paginator
+    assert paginator.limit == 1_000
+
+
+def test_token_family_changelist_states_and_expiries_follow_each_clients_policy(admin_client, user):
+    from datetime import timedelta
+
+    from offline_access.models import ClientPolicy
+
+    from .factories import ConsentFactory
+    from .test_admin import add_token_families
+
+    strict, default = ConsentFactory(user=user), ConsentFactory(user=user)
+    ClientPolicy.objects.create(
+        application=strict.application,
+        refresh_token_idle_timeout=timedelta(days=1),
+        refresh_token_absolute_lifetime=timedelta(days=10),
+    )
+    add_token_families(strict, 1)
+    add_token_families(default, 2)
+    ended = OfflineTokenFamily.objects.filter(consent=default).order_by("pk").first()
+    OfflineTokenFamily.objects.filter(pk=ended.pk).update(ended_at=ended.created_at)
+    family_admin = admin.site._registry[OfflineTokenFamily]
+    url = reverse(FAMILIES) + "?state=all"
+
+    response = admin_client.get(url)
+
+    rows = response.context["cl"].result_list
+    assert len(rows) == 3
+    for family in rows:
+        idle, absolute = (1, 10) if family.consent_id == strict.pk else (30, 365)
+        assert family_admin.idle_expires(family) == family.last_refreshed + timedelta(days=idle)
+        assert family_admin.absolute_expires(family) == family.created_at + timedelta(days=absolute)
+    cells = {pk: cell(row, "state") for pk, row in rows_of(response).items()}
+    assert cells == {family.pk: "Ended" if family.pk == ended.pk else "Live" for family in rows}
+    german = rows_of(admin_client.get(url, HTTP_ACCEPT_LANGUAGE="de"))
+    assert {pk: cell(row, "state") for pk, row in german.items()} == {
+        pk: {"Ended": "Beendet", "Live": "Gültig"}[state] for pk, state in cells.items()
+    }
+
+
+def test_url_for_pk_reverses_each_key_where_a_pattern_refuses_the_marker(settings):
+    from django.urls import NoReverseMatch, clear_url_caches
+
+    from offline_access.admin.links import url_for_pk
+
+    settings.ROOT_URLCONF = "tests.urls_short_ids"
+    clear_url_caches()
+    try:
+        assert url_for_pk("short", 42) == reverse("short", args=[42]) == "/short/42/"
+        with pytest.raises(NoReverseMatch):
+            url_for_pk("short", 12345)
+    finally:
+        clear_url_caches()
