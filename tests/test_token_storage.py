@@ -336,3 +336,27 @@ def test_dot_derives_the_checksum_from_the_stored_column_on_every_save(db, user)
     access_token.save()
     access_token.refresh_from_db()
     assert access_token.token_checksum == token_storage.checksum(stored("value"))
+
+
+# A stored hash in other letter case (MySQL/MariaDB compare strings case-insensitively) -----------
+
+
+def test_a_stored_hash_in_upper_case_gets_no_plaintext_candidate():
+    """``H1$<HEX>`` is a stored hash too: as a legacy plaintext candidate it would equal the
+    stored ``h1$<hex>`` under MySQL's and MariaDB's default (case-insensitive) collations."""
+    stored_hash = token_storage.stored_value("some-device-code")
+    for presented in (stored_hash.upper(), "H1$" + stored_hash.removeprefix(token_storage.PREFIX)):
+        candidates = token_storage.stored_candidates(presented)
+        assert all(candidate.startswith(token_storage.PREFIX) for candidate in candidates)
+        assert presented not in candidates
+
+
+def test_a_copied_user_or_device_code_in_upper_case_is_no_credential(browser, api, cli):
+    device = start_device(api, cli)
+    grant = DeviceGrant.objects.get()
+    for value in (grant.device_code.upper(), "H1$" + grant.device_code.removeprefix(token_storage.PREFIX)):
+        assert poll(api, cli, value).json()["error"] == "invalid_grant", value
+    for value in (grant.user_code, grant.user_code.upper()):
+        assert browser.post("/o/device/", {"user_code": value}).status_code != 302, value
+    assert DeviceGrant.objects.get().user is None
+    assert browser.post("/o/device/", {"user_code": device["user_code"]}).status_code == 302
