@@ -37,6 +37,7 @@ from oauth2_provider.views.device import (
 )
 
 from offline_access import token_storage
+from offline_access.device import normalise_user_code
 from offline_access.models import SealedSuccessorPair
 
 from .oauth import client_auth, exchange_code, get_code, refresh, stored
@@ -137,7 +138,7 @@ def test_no_plaintext_credential_is_stored(browser, api, application, cli):
     assert RefreshToken.objects.get().token == stored(tokens["refresh_token"])
     assert Grant.objects.get().code == stored(code)
     assert DeviceGrant.objects.get().device_code == stored(device["device_code"])
-    assert DeviceGrant.objects.get().user_code == stored(device["user_code"])
+    assert DeviceGrant.objects.get().user_code == stored(normalise_user_code(device["user_code"]))
     assert token_storage.is_hashed(stored(code)) and len(stored(code)) == len("h1$") + 64
 
 
@@ -215,7 +216,8 @@ def as_plaintext_rows(tokens: dict, code: str, device_code: str, user_code: str)
         )
     Grant.objects.filter(code=stored(code)).update(code=code)
     DeviceGrant.objects.filter(device_code=stored(device_code)).update(
-        device_code=device_code, user_code=user_code
+        device_code=device_code,
+        user_code=normalise_user_code(user_code),  # DOT's code, ungrouped
     )
 
 
@@ -243,7 +245,7 @@ def test_hash_stored_tokens_converts_plaintext_rows_in_batches_and_they_keep_wor
     assert RefreshToken.objects.get().token == stored(tokens["refresh_token"])
     assert Grant.objects.get().code == stored(code)
     assert DeviceGrant.objects.get().device_code == stored(device["device_code"])
-    assert DeviceGrant.objects.get().user_code == stored(device["user_code"])
+    assert DeviceGrant.objects.get().user_code == stored(normalise_user_code(device["user_code"]))
     assert "Converted 0 access tokens." in run_conversion()  # idempotent
     assert userinfo(api, tokens["access_token"]).status_code == 200
     assert poll(api, cli, device["device_code"]).json()["error"] == "authorization_pending"
