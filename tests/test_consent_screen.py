@@ -32,10 +32,16 @@ NOTICE_TEXT = "will keep this access even when you are offline or signed out"
 
 
 class Page(HTMLParser):
-    """The parts of a rendered page these tests look at."""
+    """The parts of a rendered page these tests look at.
+
+    Forms and buttons are the app's: those of the site's ``<header>`` (the example
+    site's sign-out, around every page, issue 13) are left out; the URLs and the
+    text are the whole page's.
+    """
 
     def __init__(self, html: str) -> None:
         super().__init__(convert_charrefs=True)
+        self._in_header = 0
         self.forms: list[dict[str, str]] = []
         self.submits: list[dict] = []
         self.hidden: dict[str, str] = {}
@@ -53,6 +59,10 @@ class Page(HTMLParser):
                 self.urls.append((tag, name, attributes[name]))
         if tag == "script" and "src" in attributes:
             self.scripts_with_src.append(attributes["src"])
+        if tag == "header":
+            self._in_header += 1
+        if self._in_header:
+            return
         if tag == "form":
             self.forms.append(attributes)
         if tag == "button" and attributes.get("type", "submit") == "submit":
@@ -65,6 +75,8 @@ class Page(HTMLParser):
                 self.hidden[attributes.get("name", "")] = attributes.get("value", "")
 
     def handle_endtag(self, tag):
+        if tag == "header":
+            self._in_header -= 1
         if tag == "button" and self._button is not None:
             self._button["text"] = " ".join(self._button["text"].split())
             self.submits.append(self._button)

@@ -197,10 +197,15 @@ def test_compiled_catalogue_says_what_the_po_says(locale, tmp_path):
 
 
 class Page(HTMLParser):
-    """The consent page's language, text and submit buttons' accessible names."""
+    """The consent page's language, text and submit buttons' accessible names.
+
+    The buttons are the app's: the site's ``<header>`` (the example site's
+    sign-out, issue 13) is left out.
+    """
 
     def __init__(self, html: str) -> None:
         super().__init__(convert_charrefs=True)
+        self._in_header = 0
         self.lang = ""
         self.buttons: list[str] = []
         self.text_parts: list[str] = []
@@ -211,10 +216,14 @@ class Page(HTMLParser):
         attributes = dict(attrs)
         if tag == "html":
             self.lang = attributes.get("lang") or ""
-        if tag == "button":
+        if tag == "header":
+            self._in_header += 1
+        if tag == "button" and not self._in_header:
             self._button = []
 
     def handle_endtag(self, tag):
+        if tag == "header":
+            self._in_header -= 1
         if tag == "button" and self._button is not None:
             self.buttons.append(" ".join("".join(self._button).split()))
             self._button = None
