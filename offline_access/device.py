@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
+import unicodedata
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from django import forms
@@ -84,7 +86,8 @@ class OfflineAccessDeviceAuthorizationView(DeviceAuthorizationView):
             answer = json.loads(response.content)
             get_device_grant_model().objects.filter(device_code=answer["device_code"]).update(
                 device_code=token_storage.stored_value(answer["device_code"]),
-                user_code=token_storage.stored_value(answer["user_code"]),
+                # The code's canonical form: what the user types is normalised the same way.
+                user_code=token_storage.stored_value(normalise_user_code(answer["user_code"])),
             )
         return response
 
@@ -142,12 +145,57 @@ class OfflineAccessDeviceAuthorizationView(DeviceAuthorizationView):
         if status == 200 and isinstance(response, dict):
             known = {spec.name for spec in dataclasses.fields(DeviceCodeResponse)}
             response = {key: value for key, value in response.items() if key in known}
+            response["user_code"] = grouped_user_code(response["user_code"])
             # A site's OAUTH_DEVICE_VERIFICATION_URI_COMPLETE (DOT's setting) wins.
             if not response.get("verification_uri_complete") and response.get("verification_uri"):
                 response["verification_uri_complete"] = verification_uri_complete(
                     response["verification_uri"], response["user_code"]
                 )
         return headers, response, status
+
+
+#: Characters a person may type between the code's characters: whitespace and dashes
+#: (hyphen-minus and the Unicode dashes a phone keyboard may substitute).
+_USER_CODE_SEPARATORS = re.compile(r"[\s\-\u2010-\u2015\u2212\ufe58\ufe63\uff0d]+")
+#: The alphabet of DOT's user code generator (RFC 4648 base32hex), with its other letters.
+_CANONICAL_USER_CODE = re.compile(r"[0-9A-Z]+")
+_USER_CODE_GROUP = 4
+
+
+def normalise_user_code(typed: str) -> str:
+    """The canonical form of a user code: what is hashed and stored, and what is compared.
+
+    RFC 8628 6.1: the code is case-insensitive and the dashes added for
+    readability are optional, so spaces and dashes are dropped and letters
+    upper-cased (after NFKC, which makes full-width input from an East Asian
+    keyboard plain ASCII). A custom ``OAUTH_DEVICE_USER_CODE_GENERATOR`` should
+    therefore draw from a case-insensitive alphabet without dashes.
+    """
+    return _USER_CODE_SEPARATORS.sub("", unicodedata.normalize("NFKC", typed)).upper()
+
+
+def grouped_user_code(code: str) -> str:
+    """The user code as the device shows it: DOT's 8 characters as ``XXXX-XXXX`` (RFC 8628 3.2, 6.1).
+
+    Only a code in the canonical alphabet whose length is a multiple of four is
+    grouped; a custom generator's own formatting is left as it made it.
+    """
+    groupable = len(code) > _USER_CODE_GROUP and not len(code) % _USER_CODE_GROUP
+    if not groupable or not _CANONICAL_USER_CODE.fullmatch(code):
+        return code
+    return "-".join(code[start : start + _USER_CODE_GROUP] for start in range(0, len(code), _USER_CODE_GROUP))
+
+
+def shown_user_code(typed: str) -> str:
+    """A code from a link (``verification_uri_complete``), shown as the device shows it.
+
+    A code that normalises to the canonical alphabet is grouped (``frrte0tk`` is
+    shown ``FRRT-E0TK``); anything else is shown exactly as it came (and escaped).
+    """
+    canonical = normalise_user_code(typed)
+    if _CANONICAL_USER_CODE.fullmatch(canonical):
+        return grouped_user_code(canonical)
+    return typed
 
 
 def _client_authentication_failed():
@@ -335,12 +383,13 @@ def _code_entry_subjects(request) -> list[str]:
 
 
 def find_by_user_code(typed: str, **filters):
-    """The device grant whose user code was typed, found by its stored hash (issue 9)."""
-    return (
-        get_device_grant_model()
-        .objects.filter(user_code__in=token_storage.stored_candidates(typed), **filters)
-        .first()
-    )
+    """The device grant whose user code was typed, found by its stored hash (issue 9).
+
+    The code is compared in its canonical form (:func:`normalise_user_code`), the
+    form it is stored in.
+    """
+    candidates = token_storage.stored_candidates(normalise_user_code(typed))
+    return get_device_grant_model().objects.filter(user_code__in=candidates, **filters).first()
 
 
 class UserCodeForm(DeviceGrantForm):
@@ -348,6 +397,9 @@ class UserCodeForm(DeviceGrantForm):
 
     def clean_user_code(self):
         typed = self.cleaned_data["user_code"]
+        if not normalise_user_code(typed):
+            # Only spaces and dashes: no lookup, the same answer as a wrong code.
+            raise ValidationError(_("Incorrect user code"), code="incorrect_user_code")
         grant = find_by_user_code(typed)
         if grant is None:
             raise ValidationError(_("Incorrect user code"), code="incorrect_user_code")
@@ -356,7 +408,7 @@ class UserCodeForm(DeviceGrantForm):
         if grant.status != grant.AUTHORIZATION_PENDING:
             raise ValidationError(_("User code has already been used"), code="user_code_already_used")
         self.cleaned_data["device_grant"] = grant
-        return typed
+        return normalise_user_code(typed)
 
 
 @method_decorator([never_cache, xframe_options_deny], name="dispatch")
@@ -379,6 +431,11 @@ class OfflineAccessDeviceUserCodeView(DeviceUserCodeView):
     rate_limited_template_name = "offline_access/device/rate_limited.html"
     form_class = UserCodeForm
 
+    def get_initial(self):
+        initial = super().get_initial()
+        initial["user_code"] = shown_user_code(initial.get("user_code", ""))
+        return initial
+
     def get_context_data(self, **kwargs):
         context = super().get_context_data(**kwargs)
         # RFC 8628 3.3.1: a code that came with the link (verification_uri_complete)
@@ -391,7 +448,7 @@ class OfflineAccessDeviceUserCodeView(DeviceUserCodeView):
         return context
 
     def get_success_url(self):
-        # The code as typed: the grant keeps only its hash (issue 9).
+        # The code in its canonical form (a slug): the grant keeps only its hash (issue 9).
         return reverse(
             "oauth2_provider:device-confirm",
             kwargs={"client_id": self.device_grant.client_id, "user_code": self.typed_user_code},

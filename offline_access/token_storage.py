@@ -73,8 +73,13 @@ def digest(value: str, key: str | bytes) -> str:
 
 
 def is_hashed(value: str) -> bool:
-    """Whether a stored value is a keyed hash already (and not a plaintext token)."""
-    return value.startswith(PREFIX)
+    """Whether a value is (or looks like) a keyed hash, and not a plaintext token.
+
+    In any letter case: MySQL's and MariaDB's default collations compare strings
+    case-insensitively, so ``H1$<HEX>`` taken for a plaintext would match the
+    stored ``h1$<hex>`` (a database copy's value, merely upper-cased).
+    """
+    return value[: len(PREFIX)].lower() == PREFIX
 
 
 def stored_value(plaintext: str) -> str:

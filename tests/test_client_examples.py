@@ -34,6 +34,7 @@ from oauth2_provider.models import get_application_model, get_device_grant_model
 
 from example_project.clients import _dpop, _shared, cli, sync
 from offline_access import dpop, services, token_storage
+from offline_access.device import normalise_user_code
 from offline_access.models import Consent, ConsentEvent, OfflineTokenFamily
 
 from .oauth import stored_checksum, submit_consent
@@ -88,9 +89,12 @@ class PersonAtBrowser:
     def act(self) -> None:
         user_code = re.search(r"enter the code: (\S+)", self.printed).group(1)
         if self.decision == "expire":
-            DeviceGrant.objects.filter(user_code=token_storage.stored_value(user_code)).update(
+            # Stored as the hash of the code's canonical form (no dash, upper case).
+            canonical = normalise_user_code(user_code)
+            expired = DeviceGrant.objects.filter(user_code=token_storage.stored_value(canonical)).update(
                 expires=timezone.now()
             )
+            assert expired == 1  # else the CLI would poll a pending code for ever
             return
         browser = Client()
         browser.force_login(self.user)

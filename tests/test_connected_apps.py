@@ -52,10 +52,15 @@ def revoke_device_url(family_id: int) -> str:
 
 
 class Page(HTMLParser):
-    """What a person (or a screen reader) finds on a rendered page."""
+    """What a person (or a screen reader) finds on a rendered page.
+
+    Forms and buttons are the app's: those of the site's ``<header>`` (the example
+    site's sign-out, around every page, issue 13) are left out.
+    """
 
     def __init__(self, html: str) -> None:
         super().__init__(convert_charrefs=True)
+        self._in_header = 0
         self.headings: list[tuple[str, str]] = []  # (tag, text)
         self.buttons: list[dict] = []  # attributes + "text" + "form" (the enclosing form's attributes)
         self.forms: list[dict] = []
@@ -72,8 +77,12 @@ class Page(HTMLParser):
 
     def handle_starttag(self, tag, attrs):
         attributes = {name: value or "" for name, value in attrs}
+        if tag == "header":
+            self._in_header += 1
         if tag in ("h1", "h2", "h3", "h4"):
             self._heading = [tag, ""]
+        elif self._in_header and tag in ("form", "button", "input"):
+            pass
         elif tag == "form":
             self._form = attributes
             self.forms.append(attributes)
@@ -87,6 +96,8 @@ class Page(HTMLParser):
             self.hidden[attributes.get("name", "")] = attributes.get("value", "")
 
     def handle_endtag(self, tag):
+        if tag == "header":
+            self._in_header -= 1
         if self._heading is not None and tag == self._heading[0]:
             self.headings.append((tag, " ".join(self._heading[1].split())))
             self._heading = None

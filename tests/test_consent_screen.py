@@ -37,10 +37,15 @@ class Page(HTMLParser):
     ``submits`` and ``hidden`` are the consent form's (the form posting back to the
     authorization endpoint, with no action); other forms' (the "Not you? Switch
     account" form, issue 13) are in ``other_submits`` and ``other_hidden``.
+
+    Forms and buttons are the app's: those of the site's ``<header>`` (the example
+    site's sign-out, around every page, issue 13) are left out; the URLs and the
+    text are the whole page's.
     """
 
     def __init__(self, html: str) -> None:
         super().__init__(convert_charrefs=True)
+        self._in_header = 0
         self.forms: list[dict[str, str]] = []
         self.submits: list[dict] = []
         self.hidden: dict[str, str] = {}
@@ -61,6 +66,10 @@ class Page(HTMLParser):
                 self.urls.append((tag, name, attributes[name]))
         if tag == "script" and "src" in attributes:
             self.scripts_with_src.append(attributes["src"])
+        if tag == "header":
+            self._in_header += 1
+        if self._in_header:
+            return
         if tag == "form":
             self.forms.append(attributes)
             self._in_other_form = bool(attributes.get("action"))
@@ -76,6 +85,8 @@ class Page(HTMLParser):
                 hidden[attributes.get("name", "")] = attributes.get("value", "")
 
     def handle_endtag(self, tag):
+        if tag == "header":
+            self._in_header -= 1
         if tag == "button" and self._button is not None:
             self._button["text"] = " ".join(self._button["text"].split())
             (self.other_submits if self._in_other_form else self.submits).append(self._button)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from datetime import timedelta
 from urllib.parse import urlencode
@@ -605,9 +606,15 @@ def test_rfc8628_3_2_verification_uri_complete_respects_the_configured_query(api
 
 
 def test_rfc8628_3_2_a_site_setting_for_verification_uri_complete_wins(api, cli, dot_settings):
+    from offline_access.device import normalise_user_code
+
     dot_settings(OAUTH_DEVICE_VERIFICATION_URI_COMPLETE=lambda code: f"https://qr.example/{code}")
     started = start(api, cli)
-    assert started["verification_uri_complete"] == f"https://qr.example/{started['user_code']}"
+    # The site's function gets the code as DOT generated it (ungrouped): entry accepts both.
+    assert (
+        started["verification_uri_complete"]
+        == f"https://qr.example/{normalise_user_code(started['user_code'])}"
+    )
 
 
 def test_rfc8628_3_3_1_verification_uri_complete_prefills_the_code_for_a_logged_in_user(browser, api, cli):
@@ -928,3 +935,132 @@ def test_stock_oauthlib_device_grant_still_lacks_the_id_token(db):
     server = Server(request_validator=None, verification_uri="https://id.example/device")
     assert type(server.grant_types[DEVICE_CODE_GRANT]) is DeviceCodeGrant
     assert "_token_modifiers" not in inspect.getsource(DeviceCodeGrant.create_token_response)
+
+
+# Issue 13: the code entry page -----------------------------------------------------------------
+
+
+def test_rfc8628_6_1_user_code_is_shown_grouped_for_reading(api, cli):
+    started = start(api, cli)
+    assert len(started["user_code"]) == 9 and started["user_code"][4] == "-", started["user_code"]
+    assert started["user_code"].replace("-", "").isalnum()
+    assert started["user_code"] == started["user_code"].upper()
+
+
+@pytest.mark.parametrize(
+    "as_typed",
+    [
+        lambda code: code,  # as the device shows it, with the dash
+        lambda code: code.replace("-", ""),
+        lambda code: code.lower(),
+        lambda code: f"  {code[:2]} {code[2:4]}  {code[5:]} ",
+        lambda code: code.replace("-", "\u2013"),  # a phone keyboard's en dash
+        lambda code: code.translate({ord(c): ord(c) + 0xFEE0 for c in "0123456789ABCDEFGHIJKLMNOPQRSTUV-"}),
+    ],
+    ids=["as-shown", "no-dash", "lower-case", "spaces", "en-dash", "full-width"],
+)
+def test_rfc8628_6_1_the_code_is_accepted_however_it_is_typed(browser, api, cli, as_typed):
+    started = start(api, cli)
+
+    confirm_url = enter_code(browser, as_typed(started["user_code"]))
+
+    canonical = started["user_code"].replace("-", "")
+    assert confirm_url == f"/o/device-confirm/{cli.client_id}/{canonical}"
+    assert browser.get(confirm_url).status_code == 200
+    assert browser.post(confirm_url, {"decision": "allow"}).status_code == 302
+    assert status_of(started) == "authorized"
+
+
+def test_a_wrong_code_in_any_form_is_refused(browser, api, cli):
+    started = start(api, cli)
+    wrong = started["user_code"][:-1] + ("0" if started["user_code"][-1] != "0" else "1")
+    for typed in (wrong, wrong.lower(), "----", "   "):
+        response = browser.post("/o/device/", {"user_code": typed})
+        assert response.status_code == 200, typed
+        assert response.context["form"].errors["user_code"], typed
+    assert DeviceGrant.objects.get(device_code=stored(started["device_code"])).user is None
+
+
+def test_code_field_is_large_labelled_and_typed_for_a_code(browser):
+    html = browser.get("/o/device/").content.decode()
+    field = re.search(r"<input[^>]*name=\"user_code\"[^>]*>", html).group(0)
+    for attribute in (
+        'id="id_user_code"',
+        'class="user-code"',
+        'autocomplete="one-time-code"',
+        'inputmode="text"',
+        'autocapitalize="characters"',
+        'spellcheck="false"',
+        "autofocus",
+        "required",
+        'aria-describedby="user-code-hint"',
+    ):
+        assert attribute in field, attribute
+    assert '<label for="id_user_code">Code</label>' in html
+    assert 'id="user-code-hint"' in html
+    assert re.search(r"input\.user-code \{[^}]*monospace", html)
+
+
+def test_a_wrong_code_marks_the_field_invalid(browser):
+    html = browser.post("/o/device/", {"user_code": "WRONG000"}).content.decode()
+    field = re.search(r"<input[^>]*name=\"user_code\"[^>]*>", html).group(0)
+    assert 'aria-invalid="true"' in field
+    assert 'aria-describedby="user-code-hint user-code-error"' in field
+    assert 'id="user-code-error"' in html
+
+
+@pytest.mark.parametrize("in_link", ["frrt-e0tk", "FRRTE0TK", " frrt e0tk "])
+def test_a_code_from_a_link_is_shown_as_the_device_shows_it(browser, in_link):
+    page = browser.get("/o/device/?" + urlencode({"user_code": in_link}))
+    assert code_field_value(page) == "FRRT-E0TK"
+
+
+def test_rfc8628_5_4_a_code_from_a_link_waits_for_the_user(browser, api, cli):
+    started = start(api, cli)
+    html = browser.get(path_of(started["verification_uri_complete"])).content.decode()
+    # No script and no auto-submitting markup: only the user's Continue submits the form.
+    assert "<script" not in html.lower()
+    assert 'http-equiv="refresh"' not in html.lower()
+    assert html.count("<form") == 1 + html.count('class="sign-out"')
+    assert DeviceGrant.objects.get(device_code=stored(started["device_code"])).user is None
+
+
+BAD_CODES = [
+    "",
+    "\x00",
+    "ABCD\x00EFGH",
+    "x" * 100_000,
+    "🙂🙂🙂🙂-🙂🙂🙂🙂",
+    "ß" * 50,
+    "ＡＢＣＤ－ＥＦＧＨ",
+    "../../etc/passwd",
+    "h1$" + "0" * 64,
+    '"><script>alert(1)</script>',
+    "%00",
+    "a/b?c#d",
+]
+
+
+@pytest.mark.parametrize("code", BAD_CODES, ids=range(len(BAD_CODES)))
+def test_bad_codes_never_500(browser, code):
+    # A wrong code gets the form again; a NUL byte the app's hardening's 400.
+    entered = browser.post("/o/device/", {"user_code": code})
+    assert entered.status_code in (200, 400), entered.status_code
+    assert "<script>alert(1)</script>" not in entered.content.decode()
+    shown = browser.get("/o/device/?" + urlencode({"user_code": code}))
+    assert shown.status_code in (200, 400), shown.status_code
+    assert "<script>alert(1)</script>" not in shown.content.decode()
+
+
+@pytest.mark.parametrize("raw", ["%ED%A0%80", "%FF%FE", "%C0%AF"], ids=["surrogate", "not-utf8", "overlong"])
+def test_undecodable_codes_never_500(browser, raw):
+    entered = browser.post("/o/device/", f"user_code={raw}", content_type="application/x-www-form-urlencoded")
+    assert entered.status_code == 200, entered.status_code
+    assert browser.get(f"/o/device/?user_code={raw}").status_code == 200
+
+
+def test_a_code_posted_twice_or_not_at_all_never_500(browser):
+    assert browser.post("/o/device/", {"user_code": ["ABCD-EFGH", "WXYZ-0000"]}).status_code == 200
+    assert browser.post("/o/device/", {}).status_code == 200
+    assert browser.get("/o/device/?user_code=A&user_code=B").status_code == 200
+    assert browser.get("/o/device-confirm/deploy-cli/not-a-code").status_code == 404

@@ -37,6 +37,7 @@ from oauth2_provider.views.device import (
 )
 
 from offline_access import token_storage
+from offline_access.device import normalise_user_code
 from offline_access.models import SealedSuccessorPair
 
 from .oauth import client_auth, exchange_code, get_code, refresh, stored
@@ -137,7 +138,7 @@ def test_no_plaintext_credential_is_stored(browser, api, application, cli):
     assert RefreshToken.objects.get().token == stored(tokens["refresh_token"])
     assert Grant.objects.get().code == stored(code)
     assert DeviceGrant.objects.get().device_code == stored(device["device_code"])
-    assert DeviceGrant.objects.get().user_code == stored(device["user_code"])
+    assert DeviceGrant.objects.get().user_code == stored(normalise_user_code(device["user_code"]))
     assert token_storage.is_hashed(stored(code)) and len(stored(code)) == len("h1$") + 64
 
 
@@ -215,7 +216,8 @@ def as_plaintext_rows(tokens: dict, code: str, device_code: str, user_code: str)
         )
     Grant.objects.filter(code=stored(code)).update(code=code)
     DeviceGrant.objects.filter(device_code=stored(device_code)).update(
-        device_code=device_code, user_code=user_code
+        device_code=device_code,
+        user_code=normalise_user_code(user_code),  # DOT's code, ungrouped
     )
 
 
@@ -243,7 +245,7 @@ def test_hash_stored_tokens_converts_plaintext_rows_in_batches_and_they_keep_wor
     assert RefreshToken.objects.get().token == stored(tokens["refresh_token"])
     assert Grant.objects.get().code == stored(code)
     assert DeviceGrant.objects.get().device_code == stored(device["device_code"])
-    assert DeviceGrant.objects.get().user_code == stored(device["user_code"])
+    assert DeviceGrant.objects.get().user_code == stored(normalise_user_code(device["user_code"]))
     assert "Converted 0 access tokens." in run_conversion()  # idempotent
     assert userinfo(api, tokens["access_token"]).status_code == 200
     assert poll(api, cli, device["device_code"]).json()["error"] == "authorization_pending"
@@ -336,3 +338,27 @@ def test_dot_derives_the_checksum_from_the_stored_column_on_every_save(db, user)
     access_token.save()
     access_token.refresh_from_db()
     assert access_token.token_checksum == token_storage.checksum(stored("value"))
+
+
+# A stored hash in other letter case (MySQL/MariaDB compare strings case-insensitively) -----------
+
+
+def test_a_stored_hash_in_upper_case_gets_no_plaintext_candidate():
+    """``H1$<HEX>`` is a stored hash too: as a legacy plaintext candidate it would equal the
+    stored ``h1$<hex>`` under MySQL's and MariaDB's default (case-insensitive) collations."""
+    stored_hash = token_storage.stored_value("some-device-code")
+    for presented in (stored_hash.upper(), "H1$" + stored_hash.removeprefix(token_storage.PREFIX)):
+        candidates = token_storage.stored_candidates(presented)
+        assert all(candidate.startswith(token_storage.PREFIX) for candidate in candidates)
+        assert presented not in candidates
+
+
+def test_a_copied_user_or_device_code_in_upper_case_is_no_credential(browser, api, cli):
+    device = start_device(api, cli)
+    grant = DeviceGrant.objects.get()
+    for value in (grant.device_code.upper(), "H1$" + grant.device_code.removeprefix(token_storage.PREFIX)):
+        assert poll(api, cli, value).json()["error"] == "invalid_grant", value
+    for value in (grant.user_code, grant.user_code.upper()):
+        assert browser.post("/o/device/", {"user_code": value}).status_code != 302, value
+    assert DeviceGrant.objects.get().user is None
+    assert browser.post("/o/device/", {"user_code": device["user_code"]}).status_code == 302

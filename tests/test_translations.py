@@ -200,11 +200,13 @@ class Page(HTMLParser):
     """The consent page's language, text and submit buttons' accessible names.
 
     ``buttons`` are the consent form's (no action: it posts back); ``other_buttons``
-    those of other forms ("Not you? Switch account", issue 13).
+    those of other forms ("Not you? Switch account", issue 13). The site's
+    ``<header>`` (the example site's sign-out, issue 13) is left out.
     """
 
     def __init__(self, html: str) -> None:
         super().__init__(convert_charrefs=True)
+        self._in_header = 0
         self.lang = ""
         self.buttons: list[str] = []
         self.other_buttons: list[str] = []
@@ -217,17 +219,21 @@ class Page(HTMLParser):
         attributes = dict(attrs)
         if tag == "html":
             self.lang = attributes.get("lang") or ""
-        if tag == "form":
+        if tag == "header":
+            self._in_header += 1
+        if tag == "form" and not self._in_header:
             self._in_other_form = bool(attributes.get("action"))
-        if tag == "button":
+        if tag == "button" and not self._in_header:
             self._button = []
 
     def handle_endtag(self, tag):
+        if tag == "header":
+            self._in_header -= 1
         if tag == "button" and self._button is not None:
             name = " ".join("".join(self._button).split())
             (self.other_buttons if self._in_other_form else self.buttons).append(name)
             self._button = None
-        if tag == "form":
+        if tag == "form" and not self._in_header:
             self._in_other_form = False
 
     def handle_data(self, data):

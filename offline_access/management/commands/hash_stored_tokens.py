@@ -14,6 +14,7 @@ presented. It also deletes sealed successor pairs whose grace period is over.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 
 from django.core.management.base import BaseCommand, CommandError
@@ -28,11 +29,18 @@ from oauth2_provider.models import (
 from oauth2_provider.settings import oauth2_settings
 
 from offline_access import token_storage
+from offline_access.device import normalise_user_code
 from offline_access.models import SealedSuccessorPair
 
 
-def convert_table(model, field: str, *, batch_size: int, dry_run: bool) -> int:
-    """Hash the plaintext values of ``model.field`` in batches; return how many (would) change."""
+def convert_table(
+    model, field: str, *, batch_size: int, dry_run: bool, canonical: Callable[[str], str] = str
+) -> int:
+    """Hash the plaintext values of ``model.field`` in batches; return how many (would) change.
+
+    ``canonical`` gives the form of a value that is hashed (a user code's, which
+    lookups normalise the same way).
+    """
     converted, last_pk = 0, None
     with_checksum = field == "token"  # access and refresh tokens: DOT's lookup checksum follows
     while True:
@@ -55,7 +63,7 @@ def convert_table(model, field: str, *, batch_size: int, dry_run: bool) -> int:
             updated = []
             for pk, plaintext in batch:
                 row = model(pk=pk)
-                stored = token_storage.stored_value(plaintext)
+                stored = token_storage.stored_value(canonical(plaintext))
                 setattr(row, field, stored)
                 if with_checksum:
                     row.token_checksum = token_storage.checksum(stored)
@@ -82,15 +90,15 @@ class Command(BaseCommand):
         if batch_size < 1:
             raise CommandError("--batch-size must be at least 1.")
         tables = [
-            ("access tokens", get_access_token_model(), "token"),
-            ("refresh tokens", get_refresh_token_model(), "token"),
-            ("authorization codes", get_grant_model(), "code"),
-            ("device codes", get_device_grant_model(), "device_code"),
-            ("device user codes", get_device_grant_model(), "user_code"),
+            ("access tokens", get_access_token_model(), "token", str),
+            ("refresh tokens", get_refresh_token_model(), "token", str),
+            ("authorization codes", get_grant_model(), "code", str),
+            ("device codes", get_device_grant_model(), "device_code", str),
+            ("device user codes", get_device_grant_model(), "user_code", normalise_user_code),
         ]
         verb = "Would convert" if dry_run else "Converted"
-        for label, model, field in tables:
-            count = convert_table(model, field, batch_size=batch_size, dry_run=dry_run)
+        for label, model, field, canonical in tables:
+            count = convert_table(model, field, batch_size=batch_size, dry_run=dry_run, canonical=canonical)
             self.stdout.write(f"{verb} {count} {label}.")
         stale = SealedSuccessorPair.objects.filter(
             created_at__lt=timezone.now()
