@@ -105,7 +105,16 @@ def wide_data(db):
     for application in (web, web, native):  # two devices of the web client
         tokens = exchange_code(Client(), application, get_code(session, application, prompt="consent"))
         assert tokens.status_code == 200, tokens.content
-    ClientPolicy.objects.create(application=web, refresh_token_absolute_lifetime=timedelta(days=30))
+    # The client's logo and pages (the consent screen and connected apps show them), with a
+    # long home-page host: its link text names the host.
+    ClientPolicy.objects.create(
+        application=web,
+        refresh_token_absolute_lifetime=timedelta(days=30),
+        logo_uri="https://static.calendar-synchronisation-service.client.example/logo.png",
+        client_uri="https://www.calendar-synchronisation-service-for-the-whole-family.client.example/",
+        policy_uri="https://calendar-sync.client.example/privacy",
+        tos_uri="https://calendar-sync.client.example/terms",
+    )
     enduring = factories.EnduringConsentFactory(
         user=user,
         application=factories.ApplicationFactory(name="Payroll export", client_id="payroll-export-0123"),
