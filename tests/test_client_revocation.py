@@ -398,3 +398,32 @@ def test_access_tokens_are_deleted_without_django_collecting_them(user, applicat
     # collector would load each row to emulate the refresh token's on_delete in Python).
     assert len([sql for sql in deletes if sql.startswith(f"DELETE FROM {access_table}")]) == 1
     assert not [query for query in captured if query["sql"].startswith(f'SELECT {access_table}."id"')]
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="fillfactor and HOT updates are PostgreSQL's")
+def test_ending_families_rewrites_their_rows_in_place_on_postgresql(application):
+    """Migration 0012 leaves room on each page, so ended_at (in no index) is a HOT update.
+
+    pg_stat_xact_user_tables counts this transaction's writes: nearly every family's
+    UPDATE is a heap-only one, touching none of the table's ten indexes (on pages packed
+    full, PostgreSQL's default, nearly none is).
+    """
+    table = OfflineTokenFamily._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT reloptions FROM pg_class WHERE relname = %s", [table])
+        assert cursor.fetchone()[0] == ["fillfactor=50"]
+    seed_client(application, 300, tag="hot")
+
+    services.revoke_everything(
+        consents=Consent.objects.filter(application=application),
+        families=OfflineTokenFamily.objects.filter(application=application),
+        via=Via.COMMAND,
+    )
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_xact_user_tables WHERE relname = %s", [table]
+        )
+        updated, in_place = cursor.fetchone()
+    assert updated >= 300
+    assert in_place >= 0.9 * updated
