@@ -14,8 +14,9 @@ from datetime import datetime
 
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError, connection, router, transaction
-from django.db.models import Count, Exists, Max, OuterRef, Q, QuerySet, Subquery
+from django.db.models import DO_NOTHING, Count, Exists, Max, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce
+from django.db.models.signals import post_delete, pre_delete
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from oauth2_provider.models import (
@@ -218,9 +219,11 @@ def revoke_everything(
 
 
 #: Consents revoked per transaction by :func:`revoke_client_offline_access`: at ten devices
-#: each, 500 token families. A batch's time is mostly its writes (four tables' rows), so
-#: its locks last in proportion to its families: 1,000 families took up to 0.93 s on
-#: PostgreSQL on 2 busy cores (python -m benchmarks --only revoke), 5,000 several seconds.
+#: each, 500 token families. A batch's time is mostly its writes (a refresh token UPDATE
+#: per family; the access tokens' DELETE and the families' in-place UPDATE cost far less),
+#: so its locks last in proportion to its families: 500 families took 38 ms (median) and
+#: at most 215 ms on PostgreSQL on 2 busy cores (python -m benchmarks --only revoke);
+#: 1,000 families took more than twice as long per batch (130 ms, at most 535 ms).
 CLIENT_REVOCATION_BATCH_SIZE = 50
 #: Token families per transaction of the same: a group of consents stops before it would
 #: pass it (a consent with more is a batch of its own), and families without an active
@@ -807,12 +810,17 @@ def _end_consents(
 def _revoke_families(
     families: OfflineTokenFamilyQuerySet, *, now, actor=None, reason: str = "", via: str | None = None
 ) -> RevocationResult:
-    """Revoke every refresh and access token of ``families`` in five statements.
+    """Revoke every refresh and access token of ``families`` in six statements.
 
-    Access tokens are expired rather than deleted: one UPDATE whatever their
-    number, and DOT treats an expired token as invalid everywhere (resource
-    servers, introspection, userinfo). Refresh tokens get DOT's own ``revoked``
-    timestamp, so DOT's grace period and reuse detection see them as revoked.
+    Each live refresh token gets DOT's own ``revoked`` timestamp (so DOT's grace
+    period and reuse detection see it as revoked) and loses its link to its access
+    token, which is deleted, as DOT's ``RefreshToken.revoke()`` does: a deleted row
+    costs the database one heap write, an expired one a new row version with an
+    entry in each of the table's seven indexes (issue 12). Access tokens no live
+    refresh token points at but refreshed from one of the families' (a refresh that
+    narrowed its scopes gets an access token alone) are expired: one UPDATE whatever
+    their number, and DOT treats an expired token as invalid everywhere (resource
+    servers, introspection, userinfo).
 
     ``families`` is re-evaluated by every statement, so it must not select
     families by their live tokens (which these statements revoke): callers pass
@@ -821,7 +829,7 @@ def _revoke_families(
     refresh_model = get_refresh_token_model()
     access_model = get_access_token_model()
     family_refresh_tokens = refresh_model.objects.filter(token_family__in=families.values("token_family"))
-    live_refresh_tokens = family_refresh_tokens.filter(revoked__isnull=True)
+    live_refresh_tokens = family_refresh_tokens.filter(revoked__isnull=True).order_by("pk")
     if signals.offline_tokens_revoked.has_listeners(OfflineTokenFamily):
         revoked_families = list(families.live())  # one more query, only with receivers
         signals.send_after_commit(
@@ -837,25 +845,65 @@ def _revoke_families(
     # same order means a rotation in flight can never wait on a lock held here while
     # this waits on it (PostgreSQL reported that deadlock when the access tokens were
     # expired first: a 500 at the connected-apps page, a password change rolled back).
-    # An UPDATE that waited for a rotation skips the token it rotated and cannot see
-    # the successor it committed (READ COMMITTED takes a snapshot per statement), so
-    # the check runs again until it finds nothing unrevoked. From then on every
-    # refresh token of these families that was live is locked by this transaction: a rotation
-    # still to come waits for the commit and then finds its token revoked (the
-    # validator refuses it), and the access-token statements below see every token
-    # minted before. Usually two statements: the UPDATE and an EXISTS that is False.
-    refresh_tokens = 0
+    # The live tokens are locked and read with their access tokens' keys (the UPDATE
+    # clears that link, so it must be read first, and under the lock, so that no
+    # refresh changes it meanwhile). A lock that waited for a rotation skips the token
+    # it rotated and cannot see the successor it committed (READ COMMITTED takes a
+    # snapshot per statement), so a check in a new snapshot follows, and the whole runs
+    # again until the check finds nothing unrevoked. From then on every refresh token
+    # of these families that was live is locked by this transaction: a rotation still
+    # to come waits for the commit and then finds its token revoked (the validator
+    # refuses it), and the access-token statements see every token minted before.
+    # Usually four statements: the lock, the UPDATE, the DELETE, and an EXISTS that is
+    # False.
+    refresh_tokens = access_tokens = 0
     while True:
-        refresh_tokens += live_refresh_tokens.update(revoked=now, updated=now)
+        held = list(live_refresh_tokens.select_for_update().values_list("pk", "access_token_id"))
+        if held:
+            refresh_tokens += refresh_model.objects.filter(pk__in=[pk for pk, _paired in held]).update(
+                revoked=now, updated=now, access_token=None
+            )
+            paired = access_model.objects.filter(
+                pk__in=[paired for _pk, paired in held if paired is not None], expires__gt=now
+            )
+            access_tokens += _delete_access_tokens(paired, now=now)
+        # Not "until a lock finds nothing": a lock that waited for a rotation finds nothing
+        # when that was the only live token, and is blind to its successor.
         if not live_refresh_tokens.exists():
             break
-    live_access_tokens = access_model.objects.filter(expires__gt=now)
-    # Two statements rather than one with OR: each then joins through an index.
-    access_tokens = live_access_tokens.filter(pk__in=family_refresh_tokens.values("access_token_id")).update(
-        expires=now
-    )
-    access_tokens += live_access_tokens.filter(
-        source_refresh_token__in=family_refresh_tokens.values("pk")
+    # Two statements rather than one with OR: each then reads through an index.
+    access_tokens += access_model.objects.filter(
+        expires__gt=now, source_refresh_token__in=family_refresh_tokens.values("pk")
     ).update(expires=now)
+    # The family rows change in a column no index covers, so on PostgreSQL each is
+    # rewritten in place on its page (a HOT update; migration 0012 leaves the room).
     families.filter(ended_at__isnull=True).update(ended_at=now)
     return RevocationResult(0, refresh_tokens, access_tokens)
+
+
+def _delete_access_tokens(access_tokens: QuerySet, *, now) -> int:
+    """Delete ``access_tokens``, whose refresh tokens no longer point at them, in one statement.
+
+    Django's ``delete()`` would first load every row to emulate ``on_delete`` of the
+    relations to the model in Python, then delete them a hundred at a time. The only
+    such relation of DOT's access token is the refresh token's ``access_token``
+    (``SET_NULL``), which the caller has just cleared, so a plain DELETE does the
+    same in one statement. A swapped model with other relations, or with delete
+    signal receivers, gets its tokens expired instead: one UPDATE, as safe.
+    """
+    model = access_tokens.model
+    if _access_tokens_deletable(model):
+        return access_tokens._raw_delete(access_tokens.db)
+    return access_tokens.update(expires=now)
+
+
+def _access_tokens_deletable(model) -> bool:
+    """Whether rows of the access token ``model`` may go without Django's ``on_delete`` handling."""
+    if pre_delete.has_listeners(model) or post_delete.has_listeners(model):
+        return False
+    refresh_model = get_refresh_token_model()
+    return all(
+        (relation.related_model is refresh_model and relation.field.name == "access_token")
+        or relation.on_delete is DO_NOTHING
+        for relation in model._meta.related_objects
+    )

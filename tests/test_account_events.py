@@ -43,10 +43,10 @@ NEW_PASSWORD = "a-Fresh-passphrase-2931"
 
 #: Queries to end all of a user's access, however many consents and devices:
 #: revoke_offline_access (savepoint, lock the consents, update them, their events,
-#: delete their unexchanged codes, the five statements on their families, then the
-#: five on all the user's families, release) plus the sweep of what no family
-#: holds (savepoint, expire access tokens, revoke refresh tokens, delete codes and
-#: device codes, release).
+#: delete their unexchanged codes, the six statements on their families, then the
+#: four on all the user's families, whose lock finds no live token left,
+#: release) plus the sweep of what no family holds (savepoint, expire access tokens,
+#: revoke refresh tokens, delete codes and device codes, release).
 END_USER_ACCESS_QUERIES = 22
 
 

@@ -70,10 +70,11 @@ USER_OVERVIEW_QUERIES = 7
 #: token families (devices) behind it: session, admin, the changelist's client filter
 #: choices and its one bounded count (issue 12: was two full counts), the client filter
 #: choices again, the selected ids, then the
-#: service's eleven queries (savepoint, lock the consents, update them, insert their events,
-#: delete unexchanged codes, lock the live refresh tokens, expire access tokens in two
-#: statements, revoke refresh tokens, end the families, release the savepoint).
-ADMIN_REVOKE_QUERIES = 17
+#: service's twelve queries (savepoint, lock the consents, update them, insert their events,
+#: delete unexchanged codes, lock the live refresh tokens with their access tokens' keys,
+#: revoke them, delete those access tokens, check none is left, expire access
+#: tokens refreshed from the families' tokens, end the families, release the savepoint).
+ADMIN_REVOKE_QUERIES = 18
 
 BATCH = 1000
 REASON = "Laptop stolen, ticket SEC-4711"

@@ -42,10 +42,11 @@ CLIENT_BARRED_REASON = "client barred by administrator"
 
 #: ``ClientPolicy.save()`` barring a client, whatever the number of its users and tokens: the
 #: policy's UPDATE, a savepoint, lock the client's active consents, end them, insert their
-#: events, delete their unexchanged codes; then for the consents' families and again for
-#: every family of the client (those without a consent too): lock the live refresh tokens,
-#: expire the access tokens (two statements), revoke the refresh tokens, end the families;
-#: release the savepoint.
+#: events, delete their unexchanged codes; then for the consents' families: lock the live
+#: refresh tokens with their access tokens' keys, revoke them, delete those access tokens,
+#: check none is left, expire the access tokens refreshed from the families' tokens, end
+#: the families; and again for every family of the client (those without a consent too),
+#: where the lock finds none left: lock, check, expire, end; release the savepoint.
 BAR_QUERIES = 17
 
 

@@ -13,30 +13,43 @@ import uuid
 import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection
+from django.db.models import Q
+from django.db.models.signals import pre_delete
+from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
-from oauth2_provider.models import get_access_token_model, get_refresh_token_model
+from oauth2_provider.models import get_access_token_model, get_id_token_model, get_refresh_token_model
 
 from benchmarks.revoke_client import seed_client
 from offline_access import services
 from offline_access.models import ClientPolicy, Consent, ConsentEvent, OfflineTokenFamily
 
 from . import factories
-from .test_admin import assert_access_token_dead, assert_refresh_refused, assert_refresh_works, offline_tokens
+from .oauth import refresh
+from .test_admin import (
+    assert_access_token_alive,
+    assert_access_token_dead,
+    assert_refresh_refused,
+    assert_refresh_works,
+    offline_tokens,
+)
+from .test_consent import checksum, introspect
 
 AccessToken = get_access_token_model()
 RefreshToken = get_refresh_token_model()
+IDToken = get_id_token_model()
 Via = ConsentEvent.Via
 
 #: One batch of consents, whatever their number of families and tokens: the group's keys;
 #: then in its transaction (BEGIN and COMMIT, or a savepoint inside one, are logged too):
 #: lock its active consents, end them, insert their events, delete their unexchanged
-#: codes; revoke their families' refresh tokens, check none is left, expire the access
-#: tokens (two statements), end the families.
-CONSENT_BATCH_QUERIES = 12
+#: codes; lock their families' live refresh tokens with their access tokens' keys, revoke
+#: them, delete those access tokens, check none is left, expire the access tokens
+#: refreshed from the families' tokens, end the families.
+CONSENT_BATCH_QUERIES = 13
 #: One batch of families without an active consent: their keys, then in the transaction
 #: the same five token statements and the families' UPDATE.
-FAMILY_BATCH_QUERIES = 8
+FAMILY_BATCH_QUERIES = 9
 #: Around the batches: the newest consent's key, and the empty group ending each walk.
 RUN_QUERIES = 3
 
@@ -287,3 +300,130 @@ def test_barring_inside_a_transaction_stays_one_transaction(user, application, m
     ClientPolicy.objects.filter(application=application).update(allow_offline_access=True)
     assert_refresh_refused(application, tokens["refresh_token"])
     assert_refresh_works(application, offline_tokens(user, application)["refresh_token"])
+
+
+# What a batch leaves of the tokens (issue 12: deleted access tokens, unlinked refresh tokens) ----
+
+
+def test_a_revoked_familys_tokens_are_dead_everywhere_and_its_refresh_tokens_stay_as_history(
+    user, other_user, application
+):
+    other = factories.ApplicationFactory(client_id="other-client", name="Other")
+    rotated = offline_tokens(user, application)
+    current = assert_refresh_works(application, rotated["refresh_token"])  # a rotation: two in the family
+    elsewhere = offline_tokens(user, other)  # the same user at another client, with an ID token
+    theirs = offline_tokens(other_user, application)
+
+    result = services.revoke_client_offline_access(application, via=Via.COMMAND, batch_size=1)
+
+    assert (result.consents, result.refresh_tokens, result.access_tokens) == (2, 2, 2)
+    api = Client()
+    for pair in (current, theirs):
+        # The refresh token is refused, its access token too: at userinfo and at introspection.
+        assert_refresh_refused(application, pair["refresh_token"])
+        assert_access_token_dead(pair["access_token"])
+        assert introspect(api, application, pair["access_token"]) == {"active": False}
+        assert introspect(api, application, pair["refresh_token"]).get("active") is not True
+    # The rotated predecessor, replayed within DOT's grace period, is refused as well.
+    assert_refresh_refused(application, rotated["refresh_token"])
+    # The access tokens are gone as DOT's RefreshToken.revoke() deletes them; every refresh
+    # token of the family stays, revoked and no longer pointing at one: the consent's history
+    # still says when the device was last used.
+    family_tokens = RefreshToken.objects.filter(application=application)
+    assert family_tokens.count() == 3
+    assert not family_tokens.filter(Q(revoked__isnull=True) | Q(access_token__isnull=False)).exists()
+    assert not AccessToken.objects.filter(application=application).exists()
+    consent = Consent.objects.with_usage().get(user=user, application=application)
+    assert (consent.live_tokens, consent.last_used) == (
+        0,
+        RefreshToken.objects.filter(
+            token_family=RefreshToken.objects.get(
+                token_checksum=checksum(current["refresh_token"])
+            ).token_family
+        )
+        .latest("created")
+        .created,
+    )
+    # The other client keeps all of it: the access token, its ID token, refreshing.
+    assert_access_token_alive(elsewhere["access_token"])
+    assert IDToken.objects.filter(application=other).count() == 1
+    assert AccessToken.objects.get(token_checksum=checksum(elsewhere["access_token"])).id_token_id is not None
+    assert_refresh_works(other, elsewhere["refresh_token"])
+
+
+def test_an_access_token_of_a_narrowed_refresh_dies_with_its_family(user, application):
+    tokens = offline_tokens(user, application)
+    narrowed = refresh(Client(), application, tokens["refresh_token"], scope="openid")
+    assert narrowed.status_code == 200, narrowed.content
+    assert "refresh_token" not in narrowed.json()  # an access token alone, paired with no refresh token
+    assert_access_token_alive(narrowed.json()["access_token"])
+
+    result = services.revoke_client_offline_access(application, via=Via.COMMAND)
+
+    # No refresh token points at it (the one it was refreshed from is used up): the
+    # statement over the tokens refreshed from the family's finds it.
+    assert (result.refresh_tokens, result.access_tokens) == (0, 1)
+    assert_access_token_dead(narrowed.json()["access_token"])
+
+
+def test_access_tokens_with_delete_receivers_are_expired_instead_of_deleted(user, application):
+    tokens = offline_tokens(user, application)
+    deleted = []
+
+    def receiver(sender, instance, **kwargs):
+        deleted.append(instance.pk)
+
+    pre_delete.connect(receiver, sender=AccessToken)
+    try:
+        result = services.revoke_client_offline_access(application, via=Via.COMMAND)
+    finally:
+        pre_delete.disconnect(receiver, sender=AccessToken)
+
+    # A site that listens for deletions would miss these: the statement sends no signal.
+    assert deleted == []
+    assert result.access_tokens == 1
+    access_token = AccessToken.objects.get(token_checksum=checksum(tokens["access_token"]))
+    assert access_token.expires <= timezone.now()
+    assert_access_token_dead(tokens["access_token"])
+    assert_refresh_refused(application, tokens["refresh_token"])
+
+
+def test_access_tokens_are_deleted_without_django_collecting_them(user, application):
+    offline_tokens(user, application)
+    with CaptureQueriesContext(connection) as captured:
+        services.revoke_client_offline_access(application, via=Via.COMMAND)
+    deletes = [query["sql"] for query in captured if query["sql"].startswith("DELETE")]
+    access_table = connection.ops.quote_name(AccessToken._meta.db_table)
+    # One DELETE of the access tokens, by key, and no SELECT of them before it (Django's
+    # collector would load each row to emulate the refresh token's on_delete in Python).
+    assert len([sql for sql in deletes if sql.startswith(f"DELETE FROM {access_table}")]) == 1
+    assert not [query for query in captured if query["sql"].startswith(f'SELECT {access_table}."id"')]
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="fillfactor and HOT updates are PostgreSQL's")
+def test_ending_families_rewrites_their_rows_in_place_on_postgresql(application):
+    """Migration 0012 leaves room on each page, so ended_at (in no index) is a HOT update.
+
+    pg_stat_xact_user_tables counts this transaction's writes: nearly every family's
+    UPDATE is a heap-only one, touching none of the table's ten indexes (on pages packed
+    full, PostgreSQL's default, nearly none is).
+    """
+    table = OfflineTokenFamily._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT reloptions FROM pg_class WHERE relname = %s", [table])
+        assert cursor.fetchone()[0] == ["fillfactor=50"]
+    seed_client(application, 300, tag="hot")
+
+    services.revoke_everything(
+        consents=Consent.objects.filter(application=application),
+        families=OfflineTokenFamily.objects.filter(application=application),
+        via=Via.COMMAND,
+    )
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_xact_user_tables WHERE relname = %s", [table]
+        )
+        updated, in_place = cursor.fetchone()
+    assert updated >= 300
+    assert in_place >= 0.9 * updated

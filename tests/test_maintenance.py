@@ -46,14 +46,15 @@ Grant = get_grant_model()
 IDToken = get_id_token_model()
 
 #: Queries of one batch of the consents step (lock the batch, end the consents,
-#: their events, their codes, and the five statements revoking their tokens),
+#: their events, their codes, and the six statements revoking their tokens),
 #: however many consents and tokens the batch holds; plus one to find the end.
-CONSENT_BATCH_QUERIES = 9
+CONSENT_BATCH_QUERIES = 10
 CONSENT_STEP_END_QUERIES = 1
 #: One batch of the families step: candidates, lock their refresh tokens, claim the
-#: families, then revoke (refresh tokens, the check for stragglers, two access-token
-#: statements, the families' ended_at).
-FAMILY_BATCH_QUERIES = 8
+#: families, then revoke (lock the live refresh tokens with their access tokens' keys,
+#: revoke them, delete those access tokens, the check for stragglers, expire the access
+#: tokens refreshed from the families' tokens, the families' ended_at).
+FAMILY_BATCH_QUERIES = 9
 #: One batch deleting refresh tokens: claim, load the batch (Django's delete collects
 #: it), clear source_refresh_token of access tokens, delete sealed pairs, delete.
 REFRESH_DELETE_BATCH_QUERIES = 5
@@ -151,9 +152,10 @@ def test_consents_step_expires_due_consents_with_event_signal_and_tokens(
     assert (event.action, event.via, event.at) == ("expired", "system", due.ended_at)
     assert received == [(due.pk, Consent.Status.EXPIRED)]  # sent once the batch committed
     due_refresh.refresh_from_db()
-    due_access.refresh_from_db()
     assert due_refresh.revoked == due.ended_at
-    assert due_access.expires == due.ended_at
+    # Deleted, as DOT's RefreshToken.revoke() deletes the access token of a refresh token.
+    assert due_refresh.access_token_id is None
+    assert not AccessToken.objects.filter(pk=due_access.pk).exists()
     in_force.refresh_from_db()
     kept_refresh.refresh_from_db()
     assert in_force.status == Consent.Status.ACTIVE and not in_force.events.exists()
@@ -505,8 +507,10 @@ def test_the_command_runs_every_step_prints_counts_and_is_idempotent(backlog):
     assert [line.split(" (")[0] for line in lines] == ["consents", "families", "tokens", "dpop"]
     assert lines[0].startswith("consents (did): consents 1, refresh tokens 1, access tokens 1; 1 batch(es)")
     assert lines[1].startswith("families (did): families 1, refresh tokens 1, access tokens 0; 1 batch(es)")
-    # The due consent's token and the idle family's, now revoked, and the two rotated ones.
-    assert lines[2].startswith("tokens (did): refresh tokens 2, access tokens 0,")
+    # The due consent's token and the idle family's, now revoked, and the two rotated ones;
+    # and the idle family's expired access token, which its refresh token, revoked by the
+    # families step, no longer points at.
+    assert lines[2].startswith("tokens (did): refresh tokens 2, access tokens 1,")
     assert lines[3].startswith("dpop (did): dpop bindings 1;")
     assert err.getvalue().count("... ") >= 4  # verbosity 2: a progress line per batch
 
