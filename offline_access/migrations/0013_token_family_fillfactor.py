@@ -28,7 +28,7 @@ def reset_fillfactor(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("offline_access", "0011_admin_changelist_indexes"),
+        ("offline_access", "0012_client_pages"),
     ]
 
     operations = [migrations.RunPython(set_fillfactor, reset_fillfactor, elidable=False)]
