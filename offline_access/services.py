@@ -662,10 +662,8 @@ def end_user_offline_access(user, *, cause: str, actor=None) -> RevocationResult
         now = timezone.now()  # after the revocation, whose tokens are then not counted twice
         live_access_tokens = get_access_token_model().objects.filter(user=user, expires__gt=now)
         access_tokens = live_access_tokens.update(expires=now)
-        refresh_tokens = (
-            get_refresh_token_model()
-            .objects.filter(user=user, revoked__isnull=True)
-            .update(revoked=now, updated=now)
+        refresh_tokens = _revoke_live_refresh_tokens(
+            get_refresh_token_model().objects.filter(user=user, revoked__isnull=True), now=now
         )
         get_grant_model().objects.filter(user=user).delete()
         get_device_grant_model().objects.filter(user=user).delete()
@@ -804,6 +802,28 @@ def _end_consents(
     return RevocationResult(len(pks), tokens.refresh_tokens, tokens.access_tokens)
 
 
+def _revoke_live_refresh_tokens(live: QuerySet, *, now) -> int:
+    """Revoke the unrevoked refresh tokens of ``live``; only those rows are locked.
+
+    On PostgreSQL the UPDATE locks the rows it changes. InnoDB (MySQL, MariaDB)
+    locks every row its index scan reaches, revoked ones too, and waits for each:
+    a grace-period retry holds a revoked refresh token (DOT locks the token it is
+    presented) and then asks for the access token rotated from it, which the
+    revocation may have expired already; the UPDATE waited for the retry, the
+    retry for the revocation ("Deadlock found", a 500 at the token endpoint).
+    So there the live rows are read first (a plain read takes no lock) and
+    updated by primary key: one more query, on MySQL/MariaDB only.
+    """
+    if connection.vendor != "mysql":
+        return live.update(revoked=now, updated=now)
+    pks = list(live.values_list("pk", flat=True))
+    if not pks:
+        return 0
+    return live.model._default_manager.filter(pk__in=pks, revoked__isnull=True).update(
+        revoked=now, updated=now
+    )
+
+
 def _revoke_families(
     families: OfflineTokenFamilyQuerySet, *, now, actor=None, reason: str = "", via: str | None = None
 ) -> RevocationResult:
@@ -846,7 +866,7 @@ def _revoke_families(
     # minted before. Usually two statements: the UPDATE and an EXISTS that is False.
     refresh_tokens = 0
     while True:
-        refresh_tokens += live_refresh_tokens.update(revoked=now, updated=now)
+        refresh_tokens += _revoke_live_refresh_tokens(live_refresh_tokens, now=now)
         if not live_refresh_tokens.exists():
             break
     live_access_tokens = access_model.objects.filter(expires__gt=now)

@@ -35,6 +35,7 @@ from .oauth import (
     stored,
     stored_checksum,
 )
+from .test_query_counts import LIVE_REFRESH_TOKENS_READ_QUERIES
 
 User = get_user_model()
 Application = get_application_model()
@@ -72,7 +73,7 @@ USER_OVERVIEW_QUERIES = 7
 #: service's eleven queries (savepoint, lock the consents, update them, insert their events,
 #: delete unexchanged codes, lock the live refresh tokens, expire access tokens in two
 #: statements, revoke refresh tokens, end the families, release the savepoint).
-ADMIN_REVOKE_QUERIES = 17
+ADMIN_REVOKE_QUERIES = 17 + LIVE_REFRESH_TOKENS_READ_QUERIES
 
 BATCH = 1000
 REASON = "Laptop stolen, ticket SEC-4711"

@@ -32,6 +32,7 @@ from .test_admin import (
     messages_of,
     offline_tokens,
 )
+from .test_query_counts import LIVE_REFRESH_TOKENS_READ_QUERIES
 
 AccessToken = get_access_token_model()
 RefreshToken = get_refresh_token_model()
@@ -46,7 +47,7 @@ CLIENT_BARRED_REASON = "client barred by administrator"
 #: every family of the client (those without a consent too): lock the live refresh tokens,
 #: expire the access tokens (two statements), revoke the refresh tokens, end the families;
 #: release the savepoint.
-BAR_QUERIES = 17
+BAR_QUERIES = 17 + LIVE_REFRESH_TOKENS_READ_QUERIES
 
 
 def assert_barred_for_good(application, tokens: list[dict]) -> None:

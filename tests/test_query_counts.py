@@ -77,6 +77,9 @@ CONSENT_RENEWAL_POST_QUERIES = 19
 #: MySQL/MariaDB only: a first approval also locks the user's row and looks for the consent
 #: again (offline_access.services._lock_or_create says why).
 FIRST_APPROVAL_LOCK_QUERIES = 2 if connection.vendor == "mysql" else 0
+#: MySQL/MariaDB only: a revocation pass that finds live refresh tokens reads their keys before
+#: updating them by key (offline_access.services._revoke_live_refresh_tokens says why).
+LIVE_REFRESH_TOKENS_READ_QUERIES = 1 if connection.vendor == "mysql" else 0
 
 
 @pytest.fixture(autouse=True)
