@@ -12,6 +12,7 @@ from .test_query_counts import (
     CONSENT_RENEWAL_POST_QUERIES,
     CONSENT_SCREEN_AUTO_QUERIES,
     CONSENT_SCREEN_QUERIES,
+    FIRST_APPROVAL_LOCK_QUERIES,
 )
 
 # Also tells pytest-django to create the test database the module fixture below uses.
@@ -25,7 +26,7 @@ SIDES = (
 )
 APP_PINS = {
     consent_screen.SCREEN: CONSENT_SCREEN_QUERIES,
-    consent_screen.ALLOW: CONSENT_POST_QUERIES,
+    consent_screen.ALLOW: CONSENT_POST_QUERIES + FIRST_APPROVAL_LOCK_QUERIES,
     consent_screen.ALLOW_AGAIN: CONSENT_RENEWAL_POST_QUERIES,
     consent_screen.DENY: CONSENT_DENY_POST_QUERIES,
     consent_screen.SCREEN_AUTO: CONSENT_SCREEN_AUTO_QUERIES,
