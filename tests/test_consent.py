@@ -27,6 +27,7 @@ from .oauth import (
     stored_checksum,
     submit_consent,
 )
+from .test_query_counts import LIVE_REFRESH_TOKENS_READ_QUERIES
 
 AccessToken = get_access_token_model()
 RefreshToken = get_refresh_token_model()
@@ -40,7 +41,7 @@ Action = ConsentEvent.Action
 #: their events, delete unexchanged codes, wait for rotations in flight (lock the
 #: live refresh tokens), expire access tokens (paired, then refreshed-from: two
 #: statements), revoke refresh tokens, end the families, release the savepoint.
-REVOKE_QUERIES = 11
+REVOKE_QUERIES = 11 + LIVE_REFRESH_TOKENS_READ_QUERIES
 
 
 # Helpers -----------------------------------------------------------------------
