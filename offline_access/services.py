@@ -81,6 +81,7 @@ def record_interactive_consent(
     scope = " ".join(dict.fromkeys(scopes))
     now = timezone.now()
     with transaction.atomic():
+        _serialize_approvals(user)
         consent, created = _lock_or_create(
             user, application, Consent.Kind.INTERACTIVE, now=now, scope=scope, granted_by=user
         )
@@ -154,6 +155,7 @@ def grant_enduring_consent(
     if expires_at is not None and expires_at <= now:
         raise ValueError("The expiry of an enduring consent must be in the future.")
     with transaction.atomic():
+        _serialize_approvals(user)
         lapsed = _lock_active(user, application, Consent.Kind.ENDURING)
         if lapsed is not None and lapsed.expires_at is not None and lapsed.expires_at <= now:
             # Its expiry passed without being processed: close it, then start afresh.
@@ -707,23 +709,31 @@ def end_consents_of_deleted_client(application, *, reason: str) -> RevocationRes
 # Internals -----------------------------------------------------------------
 
 
+def _serialize_approvals(user) -> None:
+    """On MySQL/MariaDB, lock the user's row before any consent row of an approval.
+
+    There the constraint's retry in :func:`_lock_or_create` deadlocks when three or
+    more first approvals race (each loser keeps InnoDB's shared lock on the
+    duplicate key and then asks for an exclusive one), so approvals of one user
+    queue on the user's row instead: one more query, MySQL/MariaDB only. It comes
+    before any consent lock: taken after one (a first approval that had found no
+    consent), it deadlocked with a renewal, which held the consent and then
+    needed a shared lock on the user's row for its event's foreign key.
+    """
+    if connection.vendor == "mysql":
+        list(get_user_model().objects.select_for_update().filter(pk=user.pk).values_list("pk"))
+
+
 def _lock_or_create(user, application, kind, *, now, **fields) -> tuple[Consent, bool]:
     """The active consent of this kind, locked, or a new one; and whether it is new.
 
     The database constraint settles a race between two first approvals: the
-    loser finds the winner's row and renews it. On MySQL/MariaDB that retry
-    deadlocks when three or more race (each loser keeps InnoDB's shared lock on the
-    duplicate key and then asks for an exclusive one), so there the first approval
-    is serialized on the user's row instead: two more queries, first approvals only.
+    loser finds the winner's row and renews it (on MySQL/MariaDB the caller has
+    serialized them first: :func:`_serialize_approvals`).
     """
     consent = _lock_active(user, application, kind)
     if consent is not None:
         return consent, False
-    if connection.vendor == "mysql":
-        list(get_user_model().objects.select_for_update().filter(pk=user.pk).values_list("pk"))
-        consent = _lock_active(user, application, kind)
-        if consent is not None:
-            return consent, False
     try:
         with transaction.atomic():
             consent = Consent.objects.create(
