@@ -602,6 +602,13 @@ def decide_device_grant(
     model = get_device_grant_model()
     scopes = list(dict.fromkeys(scopes))
     with transaction.atomic():
+        if connection.vendor == "mysql":
+            # InnoDB locks through the index its plan reads: this UPDATE could go through
+            # the user_id index, then the row, while a reassignment of the grant held the
+            # row and waited to change that index entry ("Deadlock found", a 500 at the
+            # approval page; tests/test_concurrency.py's device races met it). The row by
+            # its key first: one more query, MySQL/MariaDB only.
+            list(model.objects.select_for_update().filter(pk=grant.pk).values_list("pk"))
         decided = model.objects.filter(
             pk=grant.pk,
             client_id=grant.client_id,

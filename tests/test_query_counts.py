@@ -77,6 +77,9 @@ CONSENT_RENEWAL_POST_QUERIES = 19
 #: MySQL/MariaDB only: an approval (first or renewal) first locks the user's row
 #: (offline_access.services._lock_or_create says why).
 APPROVAL_USER_LOCK_QUERIES = 1 if connection.vendor == "mysql" else 0
+#: MySQL/MariaDB only: a device approval locks the device grant's row by its key before its
+#: conditional UPDATE (offline_access.services.decide_device_grant says why).
+DEVICE_DECISION_LOCK_QUERIES = 1 if connection.vendor == "mysql" else 0
 #: MySQL/MariaDB only: a revocation pass that finds live refresh tokens reads their keys before
 #: updating them by key (offline_access.services._revoke_live_refresh_tokens says why).
 LIVE_REFRESH_TOKENS_READ_QUERIES = 1 if connection.vendor == "mysql" else 0
@@ -409,7 +412,7 @@ def test_consent_renewal_post_query_count_is_flat(
     url = authorize_url(application, prompt="consent")
     data = {**consent_form_data(browser.get(url)), "decision": "allow"}
 
-    with django_assert_num_queries(CONSENT_RENEWAL_POST_QUERIES):
+    with django_assert_num_queries(CONSENT_RENEWAL_POST_QUERIES + APPROVAL_USER_LOCK_QUERIES):
         response = browser.post(url, data)
 
     assert response.status_code == 302
@@ -448,7 +451,9 @@ def test_device_approval_query_counts_are_flat(crowded, browser, api, user, cli,
     assert screen.status_code == 200
     assert screen.context["offline_access"] is True
 
-    with django_assert_num_queries(DEVICE_APPROVAL_POST_QUERIES + APPROVAL_USER_LOCK_QUERIES):
+    with django_assert_num_queries(
+        DEVICE_APPROVAL_POST_QUERIES + APPROVAL_USER_LOCK_QUERIES + DEVICE_DECISION_LOCK_QUERIES
+    ):
         response = browser.post(confirm_url, {"decision": "allow"})
     assert response.status_code == 302
     assert Consent.objects.active().filter(user=user, application=cli).count() == 1
