@@ -467,3 +467,31 @@ def test_C5_password_change_and_a_grace_period_retry_do_not_deadlock(browser, us
     assert retried is not None  # the retry got its access token once the change committed
     assert not RefreshToken.objects.filter(revoked__isnull=True).exists()
     assert not AccessToken.objects.filter(expires__gt=timezone.now()).exists()
+
+
+@pytest.mark.skipif(connection.vendor != "mysql", reason="InnoDB's deadlock victims are re-run on MySQL only")
+def test_a_token_save_chosen_as_a_deadlock_victim_is_run_once_more(browser, application, monkeypatch):
+    """MySQL's manual: re-issue a transaction a deadlock rolled back (validators.py says where it happens)."""
+    from django.db import OperationalError
+    from oauth2_provider.oauth2_validators import OAuth2Validator
+
+    issued = exchange_code(Client(), application, get_code(browser, application, prompt="consent")).json()
+    original, attempts = OAuth2Validator.save_bearer_token, []
+
+    def deadlocked_once(self, token, request, *args, **kwargs):
+        attempts.append(dict(token))
+        if len(attempts) == 1:
+            with transaction.atomic():  # as InnoDB does: the victim's work is rolled back
+                original(self, token, request, *args, **kwargs)
+                raise OperationalError(1213, "Deadlock found when trying to get lock")
+        return original(self, token, request, *args, **kwargs)
+
+    monkeypatch.setattr(OAuth2Validator, "save_bearer_token", deadlocked_once)
+    answer = refresh(Client(), application, issued["refresh_token"])
+
+    assert answer.status_code == 200, answer.content
+    assert len(attempts) == 2
+    assert attempts[1] == attempts[0]  # the token as it was before the first attempt
+    assert answer.json()["refresh_token"] != issued["refresh_token"]
+    assert RefreshToken.objects.filter(revoked__isnull=True).count() == 1
+    assert AccessToken.objects.count() == 1
