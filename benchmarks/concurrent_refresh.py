@@ -1,6 +1,6 @@
 """Concurrent refreshes: several client processes against gunicorn with two sync workers (issue 12).
 
-Two sites run at once on the harness's PostgreSQL test database, each under
+Two sites run at once on the harness's test database (PostgreSQL, or MySQL/MariaDB), each under
 ``gunicorn -w 2`` (sync workers) on its own port:
 
 - plain DOT: :mod:`benchmarks.plain_dot_settings` (DOT 3.4.1's views and stock
@@ -20,8 +20,9 @@ rounds over their wall-clock time. Any answer but a 200 with a new refresh token
 fails the benchmark, and afterwards the database must hold exactly one live
 refresh token per chain and one rotated one per refresh.
 
-It needs PostgreSQL: on SQLite (an in-memory database no other process can
-open) it returns no rows and says so on stderr.
+It needs a server database (PostgreSQL; MySQL/MariaDB works too, the test suite runs it
+there): on SQLite (an in-memory database no other process can open) it returns no rows
+and says so on stderr.
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/offline_access_bench \\
         python -m benchmarks --only concurrent
@@ -95,10 +96,10 @@ def run(options) -> list:
 
     from benchmarks import harness
 
-    if connection.vendor != "postgresql":
+    if connection.vendor not in SCHEMES:
         print(
-            f"{NAME}: skipped: it needs PostgreSQL (gunicorn's workers and the benchmark share a "
-            "server database); set DATABASE_URL=postgres://...",
+            f"{NAME}: skipped: it needs PostgreSQL or MySQL/MariaDB (gunicorn's workers and the "
+            "benchmark share a server database); set DATABASE_URL=postgres://...",
             file=sys.stderr,
         )
         return []
@@ -186,6 +187,10 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+#: dj-database-url's scheme for each server database the sites can share.
+SCHEMES = {"postgresql": "postgres", "mysql": "mysql"}
+
+
 def database_url() -> str:
     """The harness's test database (already created) as a DATABASE_URL for the gunicorn sites."""
     from django.db import connection
@@ -195,7 +200,8 @@ def database_url() -> str:
     if db["PASSWORD"]:
         credentials += ":" + quote(db["PASSWORD"], safe="")
     port = f":{db['PORT']}" if db["PORT"] else ""
-    return f"postgres://{credentials}@{db['HOST'] or ''}{port}/{quote(db['NAME'], safe='')}"
+    host, name = db["HOST"] or "", quote(db["NAME"], safe="")
+    return f"{SCHEMES[connection.vendor]}://{credentials}@{host}{port}/{name}"
 
 
 def start_site(site: Site, workdir: Path) -> None:

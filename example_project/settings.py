@@ -111,6 +111,12 @@ if django.VERSION >= (5, 1):  # both options arrived in Django 5.1
 # the demo makes do without IMMEDIATE transactions (see use_sqlite_wal there).
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["OPTIONS"] = {**SQLITE_OPTIONS, **DATABASES["default"].get("OPTIONS", {})}
+# MySQL/MariaDB (DATABASE_URL=mysql://...): utf8mb4 on the connection (Django 4.2's
+# default is the 3-byte utf8, which cannot store an emoji in a client's name) and for
+# the test database Django creates (else it takes the server's default character set).
+if DATABASES["default"]["ENGINE"] == "django.db.backends.mysql":
+    DATABASES["default"]["OPTIONS"] = {"charset": "utf8mb4", **DATABASES["default"].get("OPTIONS", {})}
+    DATABASES["default"]["TEST"] = {"CHARSET": "utf8mb4", **DATABASES["default"].get("TEST", {})}
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

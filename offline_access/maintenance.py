@@ -30,8 +30,9 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import TypeVar
 
-from django.db import connection, transaction
+from django.db import OperationalError, connection, transaction
 from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 from oauth2_provider.models import (
@@ -73,6 +74,7 @@ Authorization codes, device codes and the codes' authentication times: expired.
 """
 
 Progress = Callable[["StepReport"], None]
+T = TypeVar("T")
 
 
 @dataclass
@@ -155,15 +157,18 @@ def expire_due_consents(
     else:
         _check_batch_size(batch_size)
         last_pk = 0
-        while True:
-            with transaction.atomic():
-                locked = list(_claim(due.filter(pk__gt=last_pk))[:batch_size])
-                if not locked:
-                    break
-                last_pk = locked[-1].pk
-                result = services._end_consents(
-                    locked, status=Consent.Status.EXPIRED, via=services.Via.SYSTEM, now=timezone.now()
-                )
+
+        def batch():
+            locked = list(_claim(due.filter(pk__gt=last_pk))[:batch_size])
+            if not locked:
+                return None
+            result = services._end_consents(
+                locked, status=Consent.Status.EXPIRED, via=services.Via.SYSTEM, now=timezone.now()
+            )
+            return locked[-1].pk, result
+
+        while (done := _run_batch(batch)) is not None:
+            last_pk, result = done
             report.add("consents", result.consents)
             report.add("refresh_tokens", result.refresh_tokens)
             report.add("access_tokens", result.access_tokens)
@@ -266,35 +271,40 @@ def _end_families_in_batches(
     refresh_model = get_refresh_token_model()
     ordered = lapsed.order_by("pk")
     last_pk = 0
-    while True:
-        with transaction.atomic():
-            candidates = list(ordered.filter(pk__gt=last_pk).values_list("pk", "token_family")[:batch_size])
-            if not candidates:
-                return
-            last_pk = candidates[-1][0]
-            held = list(
-                _claim(
-                    refresh_model.objects.filter(
-                        token_family__in=[family for _pk, family in candidates], revoked__isnull=True
-                    ).order_by("pk")
-                ).values_list("pk", flat=True)
+
+    def batch():
+        candidates = list(ordered.filter(pk__gt=last_pk).values_list("pk", "token_family")[:batch_size])
+        if not candidates:
+            return None
+        held = list(
+            _claim(
+                refresh_model.objects.filter(
+                    token_family__in=[family for _pk, family in candidates], revoked__isnull=True
+                ).order_by("pk")
+            ).values_list("pk", flat=True)
+        )
+        others_live = refresh_model.objects.filter(
+            token_family=OuterRef("token_family"), revoked__isnull=True
+        ).exclude(pk__in=held)
+        # Checked again under the lock: a refresh committed since the candidates
+        # were read makes the family used, and so no longer lapsed.
+        claimed = list(
+            _claim(
+                ordered.filter(pk__in=[pk for pk, _family in candidates]).filter(~Exists(others_live))
+            ).values_list("pk", flat=True)
+        )
+        result = None
+        if claimed:
+            result = services._revoke_families(
+                OfflineTokenFamily.objects.filter(pk__in=claimed), now=timezone.now()
             )
-            others_live = refresh_model.objects.filter(
-                token_family=OuterRef("token_family"), revoked__isnull=True
-            ).exclude(pk__in=held)
-            # Checked again under the lock: a refresh committed since the candidates
-            # were read makes the family used, and so no longer lapsed.
-            claimed = list(
-                _claim(
-                    ordered.filter(pk__in=[pk for pk, _family in candidates]).filter(~Exists(others_live))
-                ).values_list("pk", flat=True)
-            )
-            if claimed:
-                result = services._revoke_families(
-                    OfflineTokenFamily.objects.filter(pk__in=claimed), now=timezone.now()
-                )
-                report.add("refresh_tokens", result.refresh_tokens)
-                report.add("access_tokens", result.access_tokens)
+        return candidates[-1][0], claimed, result
+
+    while (done := _run_batch(batch)) is not None:
+        last_pk, claimed, result = done
+        if result is not None:
+            report.add("refresh_tokens", result.refresh_tokens)
+            report.add("access_tokens", result.access_tokens)
         report.add("families", len(claimed))
         _batch_done(report, started, progress)
 
@@ -329,20 +339,24 @@ def delete_expired_tokens(
         report.add(kind, 0)
         ordered = deletable.order_by("pk")
         last_pk = None
-        while True:
-            with transaction.atomic():
-                rows = ordered if last_pk is None else ordered.filter(pk__gt=last_pk)
-                pks = list(_claim(rows).values_list("pk", flat=True)[:batch_size])
-                if not pks:
-                    break
-                last_pk = pks[-1]
-                # Only the keys are loaded: Django's delete() needs instances for the
-                # relations it updates (DOT's SET_NULL links), not their tokens and scopes.
-                _total, per_model = deletable.model.objects.filter(pk__in=pks).only("pk").delete()
-            report.add(kind, per_model.get(deletable.model._meta.label, 0))
+        while (done := _run_batch(_delete_batch, ordered, last_pk, batch_size)) is not None:
+            last_pk, deleted = done
+            report.add(kind, deleted)
             _batch_done(report, started, progress)
     report.seconds = time.monotonic() - started
     return report
+
+
+def _delete_batch(ordered: QuerySet, last_pk, batch_size: int) -> tuple[object, int] | None:
+    """Claim and delete the next ``batch_size`` rows after ``last_pk``; return the last key and the count."""
+    rows = ordered if last_pk is None else ordered.filter(pk__gt=last_pk)
+    pks = list(_claim(rows).values_list("pk", flat=True)[:batch_size])
+    if not pks:
+        return None
+    # Only the keys are loaded: Django's delete() needs instances for the
+    # relations it updates (DOT's SET_NULL links), not their tokens and scopes.
+    _total, per_model = ordered.model.objects.filter(pk__in=pks).only("pk").delete()
+    return pks[-1], per_model.get(ordered.model._meta.label, 0)
 
 
 def _deletable(now: datetime) -> list[tuple[str, QuerySet]]:
@@ -406,6 +420,37 @@ def delete_expired_dpop_bindings(
 
 
 # Internals -------------------------------------------------------------------------
+
+
+#: MySQL's ER_LOCK_DEADLOCK ("Deadlock found when trying to get lock; try restarting transaction").
+_MYSQL_LOCK_DEADLOCK = 1213
+#: Times a batch chosen as InnoDB's deadlock victim is run again before the error stands.
+DEADLOCK_RETRIES = 3
+
+
+def _run_batch(batch: Callable[..., T], *args) -> T:
+    """Run ``batch`` in a transaction of its own; on MySQL/MariaDB, again if InnoDB made it a deadlock victim.
+
+    Two runs claim disjoint rows (SKIP LOCKED), but InnoDB's DELETE and locking reads
+    wait for every row their scan passes, claimed by the other run or not (on a small
+    table the optimizer scans them all), and two such waits deadlock. InnoDB then rolls
+    one transaction back whole, and MySQL's manual says to run it again: a batch is
+    claim-then-act, so re-running it finds what is still left to do. PostgreSQL and
+    SQLite never get here; nor does a batch inside a caller's transaction, which is
+    rolled back with it.
+    """
+    attempt = 0
+    while True:
+        try:
+            with transaction.atomic():
+                return batch(*args)
+        except OperationalError as error:
+            attempt += 1
+            deadlock = (
+                connection.vendor == "mysql" and bool(error.args) and error.args[0] == _MYSQL_LOCK_DEADLOCK
+            )
+            if not deadlock or attempt > DEADLOCK_RETRIES or connection.in_atomic_block:
+                raise
 
 
 def _claim(queryset: QuerySet) -> QuerySet:

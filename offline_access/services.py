@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError, connection, router, transaction
@@ -82,6 +83,7 @@ def record_interactive_consent(
     scope = " ".join(dict.fromkeys(scopes))
     now = timezone.now()
     with transaction.atomic():
+        _serialize_approvals(user)
         consent, created = _lock_or_create(
             user, application, Consent.Kind.INTERACTIVE, now=now, scope=scope, granted_by=user
         )
@@ -155,6 +157,7 @@ def grant_enduring_consent(
     if expires_at is not None and expires_at <= now:
         raise ValueError("The expiry of an enduring consent must be in the future.")
     with transaction.atomic():
+        _serialize_approvals(user)
         lapsed = _lock_active(user, application, Consent.Kind.ENDURING)
         if lapsed is not None and lapsed.expires_at is not None and lapsed.expires_at <= now:
             # Its expiry passed without being processed: close it, then start afresh.
@@ -603,6 +606,13 @@ def decide_device_grant(
     model = get_device_grant_model()
     scopes = list(dict.fromkeys(scopes))
     with transaction.atomic():
+        if connection.vendor == "mysql":
+            # InnoDB locks through the index its plan reads: this UPDATE could go through
+            # the user_id index, then the row, while a reassignment of the grant held the
+            # row and waited to change that index entry ("Deadlock found", a 500 at the
+            # approval page; tests/test_concurrency.py's device races met it). The row by
+            # its key first: one more query, MySQL/MariaDB only.
+            list(model.objects.select_for_update().filter(pk=grant.pk).values_list("pk"))
         decided = model.objects.filter(
             pk=grant.pk,
             client_id=grant.client_id,
@@ -665,10 +675,8 @@ def end_user_offline_access(user, *, cause: str, actor=None) -> RevocationResult
         now = timezone.now()  # after the revocation, whose tokens are then not counted twice
         live_access_tokens = get_access_token_model().objects.filter(user=user, expires__gt=now)
         access_tokens = live_access_tokens.update(expires=now)
-        refresh_tokens = (
-            get_refresh_token_model()
-            .objects.filter(user=user, revoked__isnull=True)
-            .update(revoked=now, updated=now)
+        refresh_tokens = _revoke_live_refresh_tokens(
+            get_refresh_token_model().objects.filter(user=user, revoked__isnull=True), now=now
         )
         get_grant_model().objects.filter(user=user).delete()
         get_device_grant_model().objects.filter(user=user).delete()
@@ -712,23 +720,31 @@ def end_consents_of_deleted_client(application, *, reason: str) -> RevocationRes
 # Internals -----------------------------------------------------------------
 
 
+def _serialize_approvals(user) -> None:
+    """On MySQL/MariaDB, lock the user's row before any consent row of an approval.
+
+    There the constraint's retry in :func:`_lock_or_create` deadlocks when three or
+    more first approvals race (each loser keeps InnoDB's shared lock on the
+    duplicate key and then asks for an exclusive one), so approvals of one user
+    queue on the user's row instead: one more query, MySQL/MariaDB only. It comes
+    before any consent lock: taken after one (a first approval that had found no
+    consent), it deadlocked with a renewal, which held the consent and then
+    needed a shared lock on the user's row for its event's foreign key.
+    """
+    if connection.vendor == "mysql":
+        list(get_user_model().objects.select_for_update().filter(pk=user.pk).values_list("pk"))
+
+
 def _lock_or_create(user, application, kind, *, now, **fields) -> tuple[Consent, bool]:
     """The active consent of this kind, locked, or a new one; and whether it is new.
 
     The database constraint settles a race between two first approvals: the
-    loser finds the winner's row and renews it. On MySQL/MariaDB that retry
-    deadlocks when three or more race (each loser keeps InnoDB's shared lock on the
-    duplicate key and then asks for an exclusive one), so there the first approval
-    is serialized on the user's row instead: two more queries, first approvals only.
+    loser finds the winner's row and renews it (on MySQL/MariaDB the caller has
+    serialized them first: :func:`_serialize_approvals`).
     """
     consent = _lock_active(user, application, kind)
     if consent is not None:
         return consent, False
-    if connection.vendor == "mysql":
-        list(get_user_model().objects.select_for_update().filter(pk=user.pk).values_list("pk"))
-        consent = _lock_active(user, application, kind)
-        if consent is not None:
-            return consent, False
     try:
         with transaction.atomic():
             consent = Consent.objects.create(
@@ -807,6 +823,45 @@ def _end_consents(
     return RevocationResult(len(pks), tokens.refresh_tokens, tokens.access_tokens)
 
 
+def _revoke_live_refresh_tokens(live: QuerySet, *, now) -> int:
+    """Revoke the unrevoked refresh tokens of ``live``; only those rows are locked.
+
+    On PostgreSQL the UPDATE locks the rows it changes. InnoDB (MySQL, MariaDB)
+    locks every row its index scan reaches, revoked ones too, and waits for each:
+    a grace-period retry holds a revoked refresh token (DOT locks the token it is
+    presented) and then asks for the access token rotated from it, which the
+    revocation may have expired already; the UPDATE waited for the retry, the
+    retry for the revocation ("Deadlock found", a 500 at the token endpoint).
+    So there the live rows are read first (a plain read takes no lock) and
+    updated by primary key: one more query, on MySQL/MariaDB only.
+    """
+    if connection.vendor != "mysql":
+        return live.update(revoked=now, updated=now)
+    pks = list(live.values_list("pk", flat=True))
+    if not pks:
+        return 0
+    return live.model._default_manager.filter(pk__in=pks, revoked__isnull=True).update(
+        revoked=now, updated=now
+    )
+
+
+def _lock_live_refresh_tokens(live: QuerySet) -> list[tuple[Any, Any]]:
+    """Lock the unrevoked refresh tokens of ``live``; return their keys and their access tokens'.
+
+    On PostgreSQL ``SELECT ... FOR UPDATE`` locks the rows it returns. InnoDB (MySQL,
+    MariaDB) locks every row its index scan reaches, revoked ones too (see
+    :func:`_revoke_live_refresh_tokens`): there the live keys are read first without
+    a lock, and then locked by primary key, which reaches only those rows. One more
+    query, on MySQL/MariaDB only, and only where there is anything to lock.
+    """
+    if connection.vendor == "mysql":
+        pks = list(live.values_list("pk", flat=True))
+        if not pks:
+            return []
+        live = live.model._default_manager.filter(pk__in=pks, revoked__isnull=True).order_by("pk")
+    return list(live.select_for_update().values_list("pk", "access_token_id"))
+
+
 def _revoke_families(
     families: OfflineTokenFamilyQuerySet, *, now, actor=None, reason: str = "", via: str | None = None
 ) -> RevocationResult:
@@ -858,7 +913,7 @@ def _revoke_families(
     # False.
     refresh_tokens = access_tokens = 0
     while True:
-        held = list(live_refresh_tokens.select_for_update().values_list("pk", "access_token_id"))
+        held = _lock_live_refresh_tokens(live_refresh_tokens)
         if held:
             refresh_tokens += refresh_model.objects.filter(pk__in=[pk for pk, _paired in held]).update(
                 revoked=now, updated=now, access_token=None

@@ -12,6 +12,7 @@ import logging
 from datetime import timedelta
 
 from django.core.exceptions import ImproperlyConfigured, ObjectDoesNotExist
+from django.db import OperationalError, connections, router
 from django.db.models import F, OuterRef, Q, Subquery
 from django.utils import timezone
 from oauth2_provider.models import (
@@ -40,6 +41,8 @@ from .models import (
 )
 
 log = logging.getLogger("offline_access")
+#: MySQL's ER_LOCK_DEADLOCK ("Deadlock found when trying to get lock; try restarting transaction").
+_MYSQL_LOCK_DEADLOCK = 1213
 
 DEVICE_CODE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 #: DeviceGrant status of a device code whose tokens were issued (DOT has none for it).
@@ -341,7 +344,7 @@ class OfflineAccessValidator(OAuth2Validator):
                 request.offline_access_dropped = True
             token.pop("refresh_token", None)
         try:
-            saved = super().save_bearer_token(token, request, *args, **kwargs)
+            saved = self._save_bearer_token_once_more_after_a_deadlock(token, request, *args, **kwargs)
         except _ReusedWhileRefreshing as reuse:
             # DOT's transaction has rolled back: end the family now (RFC 9700 4.14.2).
             _end_reused_family(reuse.token_family)
@@ -351,6 +354,36 @@ class OfflineAccessValidator(OAuth2Validator):
                 signals.offline_token_refreshed, OfflineTokenFamily, family=request.offline_access_family
             )
         return saved
+
+    def _save_bearer_token_once_more_after_a_deadlock(self, token, request, *args, **kwargs):
+        """DOT's save in its transaction; on MySQL/MariaDB, once more if InnoDB chose it as a deadlock victim.
+
+        InnoDB locks index entries as well as rows, so two requests on one token
+        family can deadlock inside DOT's rotation: a grace-period retry locks the
+        access token rotated from its refresh token through the source_refresh_token
+        index, then the row, while the rotation of the successor deletes that access
+        token, row first (tests/test_concurrency_live.py met it as a 500). PostgreSQL
+        locks rows only. MySQL's manual asks applications to re-issue a transaction
+        that a deadlock rolled back: the whole transaction was rolled back, so the
+        save is run again from the token and the presented refresh token as they were,
+        and sees what the other request committed (a retry then gets the grace-period
+        answer). Only when DOT's transaction is the outermost one.
+        """
+        connection = connections[router.db_for_write(get_access_token_model())]
+        if connection.vendor != "mysql" or connection.in_atomic_block:
+            return super().save_bearer_token(token, request, *args, **kwargs)
+        token_before = dict(token)
+        presented = getattr(request, "refresh_token_instance", None)
+        try:
+            return super().save_bearer_token(token, request, *args, **kwargs)
+        except OperationalError as error:
+            if not error.args or error.args[0] != _MYSQL_LOCK_DEADLOCK:
+                raise
+        log.info("Token save chosen as a deadlock victim by InnoDB; saving once more.")
+        token.clear()
+        token.update(token_before)
+        request.refresh_token_instance = presented
+        return super().save_bearer_token(token, request, *args, **kwargs)
 
     def _offline_access_granted(self, request) -> bool:
         if request.grant_type == "refresh_token":

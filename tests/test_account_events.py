@@ -32,6 +32,7 @@ from .test_consent import (
     logged_in,
     offline_tokens,
 )
+from .test_query_counts import LIVE_REFRESH_TOKENS_READ_QUERIES
 from .test_signals import receiving
 
 User = get_user_model()
@@ -47,7 +48,7 @@ NEW_PASSWORD = "a-Fresh-passphrase-2931"
 #: four on all the user's families, whose lock finds no live token left,
 #: release) plus the sweep of what no family holds (savepoint, expire access tokens,
 #: revoke refresh tokens, delete codes and device codes, release).
-END_USER_ACCESS_QUERIES = 22
+END_USER_ACCESS_QUERIES = 22 + LIVE_REFRESH_TOKENS_READ_QUERIES
 
 
 # Helpers -----------------------------------------------------------------------

@@ -35,6 +35,7 @@ from .oauth import (
     stored,
     stored_checksum,
 )
+from .test_query_counts import LIVE_REFRESH_TOKENS_READ_QUERIES
 
 User = get_user_model()
 Application = get_application_model()
@@ -74,7 +75,7 @@ USER_OVERVIEW_QUERIES = 7
 #: delete unexchanged codes, lock the live refresh tokens with their access tokens' keys,
 #: revoke them, delete those access tokens, check none is left, expire access
 #: tokens refreshed from the families' tokens, end the families, release the savepoint).
-ADMIN_REVOKE_QUERIES = 18
+ADMIN_REVOKE_QUERIES = 18 + LIVE_REFRESH_TOKENS_READ_QUERIES
 
 BATCH = 1000
 REASON = "Laptop stolen, ticket SEC-4711"

@@ -1,10 +1,10 @@
-"""The concurrent-refresh benchmark keeps running: gunicorn -w 2 per site, quick rounds, PostgreSQL.
+"""The concurrent-refresh benchmark keeps running: gunicorn -w 2 per site, quick rounds, a server database.
 
 It starts both sites (plain DOT and the app) on this test database, so the rows it
 seeds must be committed for the gunicorn workers to see them: a transactional test.
 On SQLite (an in-memory test database no other process can open) the workload
-measures nothing and says why; the PostgreSQL env (tox -e py311-dj52-postgres, CI)
-runs the real thing.
+measures nothing and says why; the PostgreSQL and MariaDB envs (tox -e
+py311-dj52-postgres,py311-dj52-mariadb, CI) run the real thing.
 """
 
 from __future__ import annotations
@@ -19,12 +19,13 @@ from benchmarks import concurrent_refresh, harness
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-postgres_only = pytest.mark.skipif(
-    connection.vendor != "postgresql", reason="gunicorn's workers need a server database (PostgreSQL env)"
+server_database = pytest.mark.skipif(
+    connection.vendor not in concurrent_refresh.SCHEMES,
+    reason="gunicorn's workers need a server database (the postgres and mariadb envs)",
 )
 
 
-@postgres_only
+@server_database
 def test_concurrent_refresh_measures_both_sites_with_every_refresh_answered():
     rows = concurrent_refresh.run(harness.Options(quick=True))
 
@@ -53,7 +54,7 @@ def test_concurrent_refresh_measures_both_sites_with_every_refresh_answered():
     assert not dot_tokens.filter(token__startswith="h1$").exists()
 
 
-@pytest.mark.skipif(connection.vendor == "postgresql", reason="the SQLite fallback")
+@pytest.mark.skipif(connection.vendor in concurrent_refresh.SCHEMES, reason="the SQLite fallback")
 def test_concurrent_refresh_on_sqlite_returns_no_rows_and_says_why(capsys):
     assert concurrent_refresh.run(harness.Options(quick=True)) == []
-    assert "needs PostgreSQL" in capsys.readouterr().err
+    assert "needs PostgreSQL or MySQL/MariaDB" in capsys.readouterr().err

@@ -7,6 +7,7 @@ import pytest
 from benchmarks import consent_screen, harness, pins
 
 from .test_query_counts import (
+    APPROVAL_USER_LOCK_QUERIES,
     CONSENT_DENY_POST_QUERIES,
     CONSENT_POST_QUERIES,
     CONSENT_RENEWAL_POST_QUERIES,
@@ -25,8 +26,8 @@ SIDES = (
 )
 APP_PINS = {
     consent_screen.SCREEN: CONSENT_SCREEN_QUERIES,
-    consent_screen.ALLOW: CONSENT_POST_QUERIES,
-    consent_screen.ALLOW_AGAIN: CONSENT_RENEWAL_POST_QUERIES,
+    consent_screen.ALLOW: CONSENT_POST_QUERIES + APPROVAL_USER_LOCK_QUERIES,
+    consent_screen.ALLOW_AGAIN: CONSENT_RENEWAL_POST_QUERIES + APPROVAL_USER_LOCK_QUERIES,
     consent_screen.DENY: CONSENT_DENY_POST_QUERIES,
     consent_screen.SCREEN_AUTO: CONSENT_SCREEN_AUTO_QUERIES,
 }

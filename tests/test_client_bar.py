@@ -32,6 +32,7 @@ from .test_admin import (
     messages_of,
     offline_tokens,
 )
+from .test_query_counts import LIVE_REFRESH_TOKENS_READ_QUERIES
 
 AccessToken = get_access_token_model()
 RefreshToken = get_refresh_token_model()
@@ -47,7 +48,7 @@ CLIENT_BARRED_REASON = "client barred by administrator"
 #: check none is left, expire the access tokens refreshed from the families' tokens, end
 #: the families; and again for every family of the client (those without a consent too),
 #: where the lock finds none left: lock, check, expire, end; release the savepoint.
-BAR_QUERIES = 17
+BAR_QUERIES = 17 + LIVE_REFRESH_TOKENS_READ_QUERIES
 
 
 def assert_barred_for_good(application, tokens: list[dict]) -> None:

@@ -1,7 +1,9 @@
 """Races settled by the database (SPEC: "Where it runs"); they need real row locks.
 
-SQLite has no row locks and serialises writers, so these tests run in the
-PostgreSQL env only (tox -e py311-dj52-postgres; CI runs it).
+SQLite has no row locks and serialises writers, so these tests run on a server
+database: the PostgreSQL and MariaDB envs (tox -e py311-dj52-postgres,py311-dj52-mariadb;
+CI runs both). InnoDB locks differ from PostgreSQL's (an UPDATE locks every row its index
+scan reaches), which is what some of these interleavings probe.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import threading
 from datetime import timedelta
 
 import pytest
-from django.db import connection, connections
+from django.db import connection, connections, transaction
 from django.test import Client
 from django.utils import timezone
 from oauth2_provider.models import get_access_token_model, get_device_grant_model, get_refresh_token_model
@@ -20,13 +22,13 @@ from offline_access import services
 from offline_access.models import Consent, ConsentEvent
 from offline_access.validators import OfflineAccessValidator
 
-from .oauth import exchange_code, get_code, refresh, stored
+from .oauth import exchange_code, get_code, refresh, stored, stored_checksum
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
     pytest.mark.skipif(
         connection.vendor not in ("postgresql", "mysql"),
-        reason="row-lock races need a server database (the postgres env runs them)",
+        reason="row-lock races need a server database (the postgres and mariadb envs run them)",
     ),
 ]
 
@@ -405,3 +407,93 @@ def test_reuse_racing_the_rotation_ends_the_family_without_a_grace_period(
     assert second_response.json()["error"] == "invalid_grant"
     assert not RefreshToken.objects.filter(revoked__isnull=True).exists(), "the family outlived a reuse"
     assert not AccessToken.objects.filter(expires__gt=timezone.now()).exists()
+
+
+def test_C5_password_change_and_a_grace_period_retry_do_not_deadlock(browser, user, application, monkeypatch):
+    """A retry of a just-rotated refresh token while the password change ends everything.
+
+    DOT's rotation locks the presented refresh token, then the access token minted
+    from it; a grace-period retry does the same with a token already revoked. The
+    password change expires that access token first (revoking the consent's family),
+    then revokes the user's refresh tokens again. On MySQL/MariaDB an UPDATE locks
+    every row its index scan reaches, revoked ones too: it waited for the retry's
+    revoked token while the retry waited for the access token (MariaDB: "Deadlock
+    found", a 500 at the token endpoint; tests/test_concurrency_live.py met it).
+    """
+    from offline_access import signals
+
+    api = Client()
+    issued = exchange_code(api, application, get_code(browser, application, prompt="consent")).json()
+    rotated = refresh(api, application, issued["refresh_token"])
+    assert rotated.status_code == 200, rotated.content
+    presented = RefreshToken.objects.get(token_checksum=stored_checksum(issued["refresh_token"]))
+    assert presented.revoked is not None  # rotated: only a grace-period retry may present it
+    retry_holds_lock, retry_go = threading.Event(), threading.Event()
+
+    def grace_period_retry():
+        # DOT's lock order (OAuth2Validator._save_bearer_token), held between the two.
+        with transaction.atomic():
+            RefreshToken.objects.select_for_update().get(pk=presented.pk)
+            retry_holds_lock.set()
+            assert retry_go.wait(timeout=10)
+            threading.Event().wait(0.5)  # the password change reaches the refresh tokens meanwhile
+            return AccessToken.objects.select_for_update().filter(source_refresh_token=presented).first()
+
+    has_listeners = signals.offline_tokens_revoked.has_listeners
+    revocation_passes = []
+
+    def second_pass_after_the_retry_locked(sender=None):
+        # Called at the start of each pass over token families; the first pass has
+        # expired the family's access tokens when the second one begins.
+        revocation_passes.append(sender)
+        if len(revocation_passes) == 2:
+            retrying = in_thread(grace_period_retry)
+            revocation_passes.append(retrying)
+            assert retry_holds_lock.wait(timeout=10)
+            retry_go.set()
+        return has_listeners(sender)
+
+    monkeypatch.setattr(signals.offline_tokens_revoked, "has_listeners", second_pass_after_the_retry_locked)
+
+    def change_password():
+        account = type(user).objects.get(pk=user.pk)
+        account.set_password("a brand new password")
+        account.save()
+
+    finish(*in_thread(change_password))
+    assert len(revocation_passes) >= 3, "the password change made fewer than two passes"
+    retried = finish(*revocation_passes[2])
+
+    # The retry ran to its end once the change committed, and found no access token: the
+    # change revoked it with its family (deleted, as DOT's revoke() does).
+    assert retried is None
+    assert not RefreshToken.objects.filter(revoked__isnull=True).exists()
+    assert not AccessToken.objects.filter(expires__gt=timezone.now()).exists()
+
+
+@pytest.mark.skipif(connection.vendor != "mysql", reason="InnoDB's deadlock victims are re-run on MySQL only")
+def test_a_token_save_chosen_as_a_deadlock_victim_is_run_once_more(browser, application, monkeypatch):
+    """MySQL's manual: re-issue a transaction a deadlock rolled back (validators.py says where it happens)."""
+    from django.db import OperationalError
+    from oauth2_provider.oauth2_validators import OAuth2Validator
+
+    issued = exchange_code(Client(), application, get_code(browser, application, prompt="consent")).json()
+    original, attempts = OAuth2Validator.save_bearer_token, []
+
+    def deadlocked_once(self, token, request, *args, **kwargs):
+        attempts.append(dict(token))
+        if len(attempts) == 1:
+            with transaction.atomic():  # as InnoDB does: the victim's work is rolled back
+                original(self, token, request, *args, **kwargs)
+                raise OperationalError(1213, "Deadlock found when trying to get lock")
+        return original(self, token, request, *args, **kwargs)
+
+    monkeypatch.setattr(OAuth2Validator, "save_bearer_token", deadlocked_once)
+    answer = refresh(Client(), application, issued["refresh_token"])
+
+    assert answer.status_code == 200, answer.content
+    assert len(attempts) == 2
+    assert attempts[1] == attempts[0]  # the token as it was before the first attempt
+    assert answer.json()["refresh_token"] != issued["refresh_token"]
+    assert RefreshToken.objects.filter(revoked__isnull=True).count() == 1
+    assert AccessToken.objects.count() == 1

@@ -4,7 +4,7 @@ The batches of ``services.revoke_client_offline_access`` are separate transactio
 refreshes of the client go on between them: one of a consent not yet reached succeeds,
 and the batch of that consent must then revoke what it minted; one in flight when its
 consent's batch starts must be waited for and its new pair revoked. Real row locks:
-PostgreSQL only, like tests/test_concurrency.py.
+PostgreSQL and MySQL/MariaDB, like tests/test_concurrency.py.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from .test_concurrency import finish, in_thread
 pytestmark = [
     pytest.mark.django_db(transaction=True),
     pytest.mark.skipif(
-        connection.vendor != "postgresql",
-        reason="row-lock races need PostgreSQL (the postgres env runs them)",
+        connection.vendor not in ("postgresql", "mysql"),
+        reason="row-lock races need a server database (the postgres and mariadb envs run them)",
     ),
 ]
 

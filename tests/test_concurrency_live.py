@@ -1,4 +1,4 @@
-"""Races over real HTTP against a live, threaded server on PostgreSQL (issue 9, "Proof").
+"""Races over real HTTP against a live, threaded server on PostgreSQL and MariaDB (issue 9, "Proof").
 
 tests/test_concurrency.py pins single interleavings with Django's test client;
 here many requests really run at once: pytest-django's ``live_server`` serves
@@ -13,8 +13,8 @@ the database itself (row counts only: tokens may be stored hashed).
 - Two approvals of the same consent at once leave one active record.
 - A password change racing refresh chains leaves nothing live for the user.
 
-SQLite has no row locks and serialises writers, so the module runs on
-PostgreSQL only (the postgres tox env and CI).
+SQLite has no row locks and serialises writers, so the module runs on a server
+database: PostgreSQL and MariaDB (the postgres and mariadb tox envs, CI).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ pytestmark = [
     pytest.mark.django_db(transaction=True),
     pytest.mark.skipif(
         connection.vendor not in ("postgresql", "mysql"),
-        reason="races over a live server need a server database's row locks (the postgres env runs them)",
+        reason="races over a live server need row locks (the postgres and mariadb envs run them)",
     ),
 ]
 

@@ -27,6 +27,7 @@ from .oauth import (
     stored_checksum,
     submit_consent,
 )
+from .test_query_counts import LIVE_REFRESH_TOKENS_READ_QUERIES
 
 AccessToken = get_access_token_model()
 RefreshToken = get_refresh_token_model()
@@ -41,7 +42,7 @@ Action = ConsentEvent.Action
 #: live refresh tokens, with their access tokens' keys), revoke them, delete their
 #: access tokens, check none is left, expire the access tokens refreshed from
 #: the families' tokens, end the families, release the savepoint.
-REVOKE_QUERIES = 12
+REVOKE_QUERIES = 12 + LIVE_REFRESH_TOKENS_READ_QUERIES
 
 
 # Helpers -----------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """Two maintenance runs at once (two machines, an overlapping cron): no row twice, no deadlock.
 
-Needs PostgreSQL's row locks (FOR UPDATE SKIP LOCKED); SQLite runs one writer at a time.
+Needs a server database's row locks (FOR UPDATE SKIP LOCKED: PostgreSQL, MariaDB 10.6+,
+MySQL 8); SQLite runs one writer at a time.
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ from .test_maintenance import ago, make_family
 pytestmark = [
     pytest.mark.django_db(transaction=True),
     pytest.mark.skipif(
-        connection.vendor != "postgresql",
-        reason="row-lock races need PostgreSQL (the postgres env runs them)",
+        connection.vendor not in ("postgresql", "mysql"),
+        reason="row-lock races need a server database (the postgres and mariadb envs run them)",
     ),
 ]
 
