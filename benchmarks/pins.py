@@ -85,7 +85,7 @@ QUERIES.update(
 
 # MySQL/MariaDB is not a benchmark database, but the test suite runs these workloads on it
 # (tox -e py311-dj52-mariadb). Two statements differ there: an approval (first or renewal)
-# first locks the user's row (offline_access.services._lock_or_create), and a revocation
+# first locks the user's row (offline_access.services._serialize_approvals), and a revocation
 # reads the live refresh tokens' keys before updating them by key
 # (offline_access.services._lock_live_refresh_tokens). tests/test_query_counts.py has
 # the same as APPROVAL_USER_LOCK_QUERIES and LIVE_REFRESH_TOKENS_READ_QUERIES.

@@ -931,7 +931,7 @@ def _revoke_families(
         expires__gt=now, source_refresh_token__in=family_refresh_tokens.values("pk")
     ).update(expires=now)
     # The family rows change in a column no index covers, so on PostgreSQL each is
-    # rewritten in place on its page (a HOT update; migration 0012 leaves the room).
+    # rewritten in place on its page (a HOT update; migration 0013 leaves the room).
     families.filter(ended_at__isnull=True).update(ended_at=now)
     return RevocationResult(0, refresh_tokens, access_tokens)
 

@@ -403,7 +403,7 @@ def test_access_tokens_are_deleted_without_django_collecting_them(user, applicat
 
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="fillfactor and HOT updates are PostgreSQL's")
 def test_ending_families_rewrites_their_rows_in_place_on_postgresql(application):
-    """Migration 0012 leaves room on each page, so ended_at (in no index) is a HOT update.
+    """Migration 0013 leaves room on each page, so ended_at (in no index) is a HOT update.
 
     pg_stat_xact_user_tables counts this transaction's writes: nearly every family's
     UPDATE is a heap-only one, touching none of the table's ten indexes (on pages packed
