@@ -54,6 +54,16 @@ def log_in(page, url: str, username: str, password: str) -> None:
     page.locator("form [type=submit]").click()
 
 
+def log_in_to(page, live_server, next_url: str, username: str = "alice") -> None:
+    """Sign in on the example site's login page as ``username``, which then goes to ``next_url``."""
+    log_in(
+        page,
+        f"{live_server.url}/accounts/login/?{urlencode({'next': next_url})}",
+        username,
+        factories.PASSWORD,
+    )
+
+
 def test_consent_screen_allow_in_chromium_gets_the_client_an_offline_refresh_token(
     live_server, new_page, artifacts
 ):
@@ -65,12 +75,7 @@ def test_consent_screen_allow_in_chromium_gets_the_client_an_offline_refresh_tok
     page = new_page()
 
     next_url = authorize_url(application, prompt="consent")
-    log_in(
-        page,
-        f"{live_server.url}/accounts/login/?{urlencode({'next': next_url})}",
-        "alice",
-        factories.PASSWORD,
-    )
+    log_in_to(page, live_server, next_url)
     expect(page.get_by_role("heading", level=1)).to_have_text("Calendar Sync wants to access your account")
     expect(page.locator("#offline-access-scope")).to_have_text(
         "Keep access while you are away (offline access)"

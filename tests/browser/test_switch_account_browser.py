@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import base64
-from urllib.parse import parse_qs, urlencode, urlparse
+from urllib.parse import parse_qs, urlparse
 
 import pytest
 from oauth2_provider.models import get_grant_model
@@ -12,7 +12,7 @@ from offline_access.models import ClientPolicy
 from tests import factories
 from tests.oauth import authorize_url
 
-from .test_admin_browser import log_in
+from .test_admin_browser import log_in_to
 
 pytestmark = pytest.mark.browser
 
@@ -47,12 +47,7 @@ def test_switch_account_from_the_consent_screen_and_allow_as_the_other_user(live
 
     page.route(LOGO, serve_logo)
     next_url = authorize_url(application, prompt="consent")
-    log_in(
-        page,
-        f"{live_server.url}/accounts/login/?{urlencode({'next': next_url})}",
-        "alice",
-        factories.PASSWORD,
-    )
+    log_in_to(page, live_server, next_url)
 
     expect(page.get_by_role("heading", level=1)).to_have_text("Calendar Sync wants to access your account")
     logo = page.get_by_role("img", name="Calendar Sync")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from urllib.parse import parse_qs, urlencode, urlparse
+from urllib.parse import parse_qs, urlparse
 
 import pytest
 from django.test import Client
@@ -11,7 +11,7 @@ from offline_access.models import Consent, ConsentEvent
 from tests import factories
 from tests.oauth import authorize_url, exchange_code, get_code
 
-from .test_admin_browser import log_in, refresh_over_http
+from .test_admin_browser import log_in_to, refresh_over_http
 
 pytestmark = pytest.mark.browser
 
@@ -21,12 +21,7 @@ def test_deny_on_the_consent_screen_sends_access_denied_and_records_nothing(live
     application = factories.ApplicationFactory(name="Calendar Sync", client_id="calendar-sync")
     page = new_page()
     next_url = authorize_url(application, prompt="consent")
-    log_in(
-        page,
-        f"{live_server.url}/accounts/login/?{urlencode({'next': next_url})}",
-        "alice",
-        factories.PASSWORD,
-    )
+    log_in_to(page, live_server, next_url)
 
     with page.expect_response(
         lambda response: response.request.method == "POST" and urlparse(response.url).path == "/o/authorize/"
@@ -61,12 +56,7 @@ def test_user_revokes_an_app_on_the_connected_apps_page_and_its_token_stops_work
 
     page = new_page()
     connected = f"{live_server.url}/o/connected-apps/"
-    log_in(
-        page,
-        f"{live_server.url}/accounts/login/?{urlencode({'next': '/o/connected-apps/'})}",
-        "alice",
-        factories.PASSWORD,
-    )
+    log_in_to(page, live_server, "/o/connected-apps/")
     expect(page.get_by_role("heading", level=1)).to_have_text("Connected apps")
     expect(page.get_by_role("heading", level=2)).to_have_text(["Calendar Sync", "Phone App"])
     page.screenshot(path=artifacts / "connected-apps.png", full_page=True)
@@ -100,12 +90,7 @@ def test_connected_apps_page_works_on_a_phone_sized_screen(live_server, chromium
     context = chromium.new_context(viewport={"width": 375, "height": 740}, is_mobile=True)
     try:
         page = context.new_page()
-        log_in(
-            page,
-            f"{live_server.url}/accounts/login/?{urlencode({'next': '/o/connected-apps/'})}",
-            "alice",
-            factories.PASSWORD,
-        )
+        log_in_to(page, live_server, "/o/connected-apps/")
         # Nothing wider than the screen: no sideways scrolling on a phone.
         assert page.evaluate("document.documentElement.scrollWidth") <= 375
         button = page.get_by_role("button", name="Revoke access of Calendar Sync", exact=True)
