@@ -46,6 +46,7 @@ from oauth2_provider.settings import oauth2_settings
 
 from . import dpop, services
 from .models import ClientPolicy, Consent, DPoPBoundAccessToken, GrantAuthentication, OfflineTokenFamily
+from .validators import MYSQL_LOCK_DEADLOCK
 
 #: Rows per batch (per transaction) unless told otherwise.
 DEFAULT_BATCH_SIZE = 1000
@@ -422,8 +423,6 @@ def delete_expired_dpop_bindings(
 # Internals -------------------------------------------------------------------------
 
 
-#: MySQL's ER_LOCK_DEADLOCK ("Deadlock found when trying to get lock; try restarting transaction").
-_MYSQL_LOCK_DEADLOCK = 1213
 #: Times a batch chosen as InnoDB's deadlock victim is run again before the error stands.
 DEADLOCK_RETRIES = 3
 
@@ -447,7 +446,7 @@ def _run_batch(batch: Callable[..., T], *args) -> T:
         except OperationalError as error:
             attempt += 1
             deadlock = (
-                connection.vendor == "mysql" and bool(error.args) and error.args[0] == _MYSQL_LOCK_DEADLOCK
+                connection.vendor == "mysql" and bool(error.args) and error.args[0] == MYSQL_LOCK_DEADLOCK
             )
             if not deadlock or attempt > DEADLOCK_RETRIES or connection.in_atomic_block:
                 raise

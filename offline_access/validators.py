@@ -41,8 +41,9 @@ from .models import (
 )
 
 log = logging.getLogger("offline_access")
-#: MySQL's ER_LOCK_DEADLOCK ("Deadlock found when trying to get lock; try restarting transaction").
-_MYSQL_LOCK_DEADLOCK = 1213
+#: MySQL's ER_LOCK_DEADLOCK ("Deadlock found when trying to get lock; try restarting transaction"):
+#: InnoDB rolled the transaction back, which the application may run again (also offline_access.maintenance).
+MYSQL_LOCK_DEADLOCK = 1213
 
 DEVICE_CODE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 #: DeviceGrant status of a device code whose tokens were issued (DOT has none for it).
@@ -377,7 +378,7 @@ class OfflineAccessValidator(OAuth2Validator):
         try:
             return super().save_bearer_token(token, request, *args, **kwargs)
         except OperationalError as error:
-            if not error.args or error.args[0] != _MYSQL_LOCK_DEADLOCK:
+            if not error.args or error.args[0] != MYSQL_LOCK_DEADLOCK:
                 raise
         log.info("Token save chosen as a deadlock victim by InnoDB; saving once more.")
         token.clear()
