@@ -421,6 +421,18 @@ class OfflineAccessValidator(OAuth2Validator):
             # revoked after validate_refresh_token saw it (a revocation racing this
             # refresh). Refuse, which rolls back the rotation.
             raise _RevokedWhileRefreshing(description="The refresh token was revoked.", request=request)
+        if source_refresh_token is None and request.grant_type == "refresh_token":
+            # DOT's branch for an access token alone: a refresh that dropped offline_access,
+            # or one whose scopes DOT read as empty because a revocation committing since
+            # validate_refresh_token deleted the access token they are read from (a retry
+            # within the grace period reads them from the token it was rotated into).
+            # Only the narrowing of a family still in force may have its access token.
+            presented = getattr(request, "refresh_token_instance", None)
+            ended = OfflineTokenFamily.objects.filter(
+                token_family=getattr(presented, "token_family", None), ended_at__isnull=False
+            )
+            if presented is not None and presented.token_family is not None and ended.exists():
+                raise _RevokedWhileRefreshing(description="The refresh token was revoked.", request=request)
         if getattr(request, "offline_access_dropped", False):
             presented = request.refresh_token_instance
             family = OfflineTokenFamily.objects.filter(token_family=presented.token_family)

@@ -428,3 +428,60 @@ def test_ending_families_rewrites_their_rows_in_place_on_postgresql(application)
         updated, in_place = cursor.fetchone()
     assert updated >= 300
     assert in_place >= 0.9 * updated
+
+
+def test_a_refresh_whose_scopes_are_read_after_the_revocation_gets_nothing(user, application, monkeypatch):
+    """A revocation that commits between validating the refresh token and reading its scopes.
+
+    The revocation deletes the token's access token and clears its link, so DOT then
+    reads the original scopes as empty: without offline_access no refresh token is
+    issued, and DOT's branch for "an access token alone" minted one for a revoked
+    token (a 200 without refresh_token; tests/test_concurrency_live.py met it on
+    MariaDB). The refresh must be refused and leave nothing live.
+    """
+    from offline_access.validators import OfflineAccessValidator
+
+    tokens = offline_tokens(user, application)
+    original = OfflineAccessValidator.get_original_scopes
+
+    def revoked_meanwhile(self, refresh_token, request, *args, **kwargs):
+        services.revoke_client_offline_access(application, via=Via.COMMAND)
+        return original(self, refresh_token, request, *args, **kwargs)
+
+    monkeypatch.setattr(OfflineAccessValidator, "get_original_scopes", revoked_meanwhile)
+    response = refresh(Client(), application, tokens["refresh_token"])
+
+    assert response.status_code == 400, response.content
+    assert response.json()["error"] == "invalid_grant"
+    assert not AccessToken.objects.filter(application=application, expires__gt=timezone.now()).exists()
+    assert not RefreshToken.objects.filter(application=application, revoked__isnull=True).exists()
+
+
+def test_a_grace_period_retry_whose_scopes_are_read_after_the_revocation_gets_nothing(
+    user, application, monkeypatch
+):
+    """The race tests/test_concurrency_live.py met on MariaDB (a 200 without refresh_token).
+
+    A retry of a just-rotated refresh token within DOT's grace period reads its scopes
+    from the access token it was rotated into. A revocation committing in between has
+    deleted that access token, so DOT read the scopes as empty: without offline_access
+    no refresh token, and DOT's branch for "an access token alone" minted a live access
+    token for a revoked family.
+    """
+    from offline_access.validators import OfflineAccessValidator
+
+    tokens = offline_tokens(user, application)
+    rotated = refresh(Client(), application, tokens["refresh_token"])
+    assert rotated.status_code == 200, rotated.content
+    original = OfflineAccessValidator.get_original_scopes
+
+    def revoked_meanwhile(self, refresh_token, request, *args, **kwargs):
+        services.revoke_client_offline_access(application, via=Via.COMMAND)
+        return original(self, refresh_token, request, *args, **kwargs)
+
+    monkeypatch.setattr(OfflineAccessValidator, "get_original_scopes", revoked_meanwhile)
+    retry = refresh(Client(), application, tokens["refresh_token"])
+
+    assert retry.status_code == 400, retry.content
+    assert retry.json()["error"] == "invalid_grant"
+    assert not AccessToken.objects.filter(application=application, expires__gt=timezone.now()).exists()
