@@ -71,6 +71,11 @@ def test_two_runs_at_once_split_the_work_and_count_every_row_once(application, d
         )
 
     runs = two_runs_at_once(batch_size=4)
+    # A row busy in the other run is left for the next one (the module's docstrings say so):
+    # on MySQL/MariaDB a locking read holds each row it scans for an instant, so now and
+    # then a family is skipped by both. The next run takes what is left; no row is ever
+    # counted twice.
+    runs.append(maintenance.run(batch_size=4))
 
     assert totals(runs) == {
         ("consents", "consents"): DUE_CONSENTS,
@@ -92,7 +97,7 @@ def test_two_runs_at_once_split_the_work_and_count_every_row_once(application, d
     kept_newest.refresh_from_db()
     assert kept.ended_at is None and kept_newest.revoked is None
     # Both did some of the work (the batches are small and the runs start together).
-    assert all(sum(report.total for report in reports) for reports in runs)
+    assert all(sum(report.total for report in reports) for reports in runs[:2])
     assert totals(two_runs_at_once(batch_size=4)) == {}
 
 
