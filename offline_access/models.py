@@ -532,6 +532,17 @@ def _bar_clients(applications, *, actor=None, via: str = ConsentEvent.Via.COMMAN
     return services.bar_clients(applications, actor=actor, via=via)
 
 
+def _page_uri_field(verbose_name, help_text) -> models.CharField:
+    """One of the client's page addresses: optional, checked by the app's own rule."""
+    return models.CharField(
+        verbose_name,
+        max_length=PAGE_URI_MAX_LENGTH,
+        blank=True,
+        validators=[validate_page_uri],
+        help_text=help_text,
+    )
+
+
 class ClientPolicy(models.Model):
     """Offline-access rules of one client, overriding the global settings, and what the
     consent screen shows of the client besides its name (logo and pages, issue 13).
@@ -599,36 +610,22 @@ class ClientPolicy(models.Model):
     # names of OIDC Dynamic Client Registration 1.0, section 2. Checked when saved and
     # again when shown (offline_access.client_metadata). CharField, not URLField: the
     # rule is the app's own (https only), and forms do not guess a scheme.
-    logo_uri = models.CharField(
+    logo_uri = _page_uri_field(
         _("logo"),
-        max_length=PAGE_URI_MAX_LENGTH,
-        blank=True,
-        validators=[validate_page_uri],
-        help_text=_(
+        _(
             "Address of the client's logo (https://), shown small on the consent screen next to the "
             "client's name, never instead of it. Leave empty for no logo."
         ),
     )
-    client_uri = models.CharField(
-        _("home page"),
-        max_length=PAGE_URI_MAX_LENGTH,
-        blank=True,
-        validators=[validate_page_uri],
-        help_text=_("The client's home page (https://), linked from the consent screen."),
+    client_uri = _page_uri_field(
+        _("home page"), _("The client's home page (https://), linked from the consent screen.")
     )
-    policy_uri = models.CharField(
+    policy_uri = _page_uri_field(
         _("privacy policy"),
-        max_length=PAGE_URI_MAX_LENGTH,
-        blank=True,
-        validators=[validate_page_uri],
-        help_text=_("How the client uses people's data (https://), linked from the consent screen."),
+        _("How the client uses people's data (https://), linked from the consent screen."),
     )
-    tos_uri = models.CharField(
-        _("terms of service"),
-        max_length=PAGE_URI_MAX_LENGTH,
-        blank=True,
-        validators=[validate_page_uri],
-        help_text=_("The client's terms of service (https://), linked from the consent screen."),
+    tos_uri = _page_uri_field(
+        _("terms of service"), _("The client's terms of service (https://), linked from the consent screen.")
     )
 
     objects = ClientPolicyQuerySet.as_manager()

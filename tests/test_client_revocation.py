@@ -430,18 +430,10 @@ def test_ending_families_rewrites_their_rows_in_place_on_postgresql(application)
     assert in_place >= 0.9 * updated
 
 
-def test_a_refresh_whose_scopes_are_read_after_the_revocation_gets_nothing(user, application, monkeypatch):
-    """A revocation that commits between validating the refresh token and reading its scopes.
-
-    The revocation deletes the token's access token and clears its link, so DOT then
-    reads the original scopes as empty: without offline_access no refresh token is
-    issued, and DOT's branch for "an access token alone" minted one for a revoked
-    token (a 200 without refresh_token; tests/test_concurrency_live.py met it on
-    MariaDB). The refresh must be refused and leave nothing live.
-    """
+def revoke_while_reading_scopes(monkeypatch, application) -> None:
+    """The client's offline access revoked (and committed) just before DOT reads a refresh's scopes."""
     from offline_access.validators import OfflineAccessValidator
 
-    tokens = offline_tokens(user, application)
     original = OfflineAccessValidator.get_original_scopes
 
     def revoked_meanwhile(self, refresh_token, request, *args, **kwargs):
@@ -449,12 +441,26 @@ def test_a_refresh_whose_scopes_are_read_after_the_revocation_gets_nothing(user,
         return original(self, refresh_token, request, *args, **kwargs)
 
     monkeypatch.setattr(OfflineAccessValidator, "get_original_scopes", revoked_meanwhile)
-    response = refresh(Client(), application, tokens["refresh_token"])
 
+
+def assert_refused_leaving_nothing_live(response, application) -> None:
     assert response.status_code == 400, response.content
     assert response.json()["error"] == "invalid_grant"
     assert not AccessToken.objects.filter(application=application, expires__gt=timezone.now()).exists()
     assert not RefreshToken.objects.filter(application=application, revoked__isnull=True).exists()
+
+
+def test_a_refresh_whose_scopes_are_read_after_the_revocation_gets_nothing(user, application, monkeypatch):
+    """A revocation that commits between validating a live refresh token and reading its scopes.
+
+    The scopes still come from the token as validation loaded it; DOT's rotation then
+    locks the token, finds it revoked and the refresh is refused. (The grace-period
+    retry below is the variant that got a token.)
+    """
+    tokens = offline_tokens(user, application)
+    revoke_while_reading_scopes(monkeypatch, application)
+
+    assert_refused_leaving_nothing_live(refresh(Client(), application, tokens["refresh_token"]), application)
 
 
 def test_a_grace_period_retry_whose_scopes_are_read_after_the_revocation_gets_nothing(
@@ -468,20 +474,9 @@ def test_a_grace_period_retry_whose_scopes_are_read_after_the_revocation_gets_no
     no refresh token, and DOT's branch for "an access token alone" minted a live access
     token for a revoked family.
     """
-    from offline_access.validators import OfflineAccessValidator
-
     tokens = offline_tokens(user, application)
     rotated = refresh(Client(), application, tokens["refresh_token"])
     assert rotated.status_code == 200, rotated.content
-    original = OfflineAccessValidator.get_original_scopes
+    revoke_while_reading_scopes(monkeypatch, application)
 
-    def revoked_meanwhile(self, refresh_token, request, *args, **kwargs):
-        services.revoke_client_offline_access(application, via=Via.COMMAND)
-        return original(self, refresh_token, request, *args, **kwargs)
-
-    monkeypatch.setattr(OfflineAccessValidator, "get_original_scopes", revoked_meanwhile)
-    retry = refresh(Client(), application, tokens["refresh_token"])
-
-    assert retry.status_code == 400, retry.content
-    assert retry.json()["error"] == "invalid_grant"
-    assert not AccessToken.objects.filter(application=application, expires__gt=timezone.now()).exists()
+    assert_refused_leaving_nothing_live(refresh(Client(), application, tokens["refresh_token"]), application)
